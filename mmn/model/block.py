@@ -1,0 +1,162 @@
+"""The motion-guided spatio-temporal block (the release's `MGSTFormer`), on channels-last (N, T, V, C) tensors.
+
+The block splits its channels into a skeleton branch (joint mixing), a temporal branch (temporal conv) and a motion
+branch (frame differences). Motion guides the other two: MSM modulates the skeleton branch, MTM the temporal branch.
+A learned gate weighs the branches before they are merged back into the residual stream.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .layers import ChannelsLastBatchNorm, DropPath, TemporalConv, standardise
+
+
+def _trunc_normal(*shape: int) -> nn.Parameter:
+    return nn.Parameter(nn.init.trunc_normal_(torch.empty(*shape), std=0.02))
+
+
+def frame_difference(x: torch.Tensor) -> torch.Tensor:
+    """D[t] = x[t+1] − x[t] along frames (axis 1), the last difference repeated to keep T frames."""
+    diff = x[:, 1:] - x[:, :-1]
+    return torch.cat((diff, diff[:, -1:]), dim=1)
+
+
+class MotionBranch(nn.Module):
+    """Depthwise temporal conv, BatchNorm and GELU over the frame differences."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = TemporalConv(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.norm = ChannelsLastBatchNorm(channels)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return nn.functional.gelu(self.norm(self.conv(frame_difference(u))))
+
+
+class SkeletalModulation(nn.Module):
+    """MSM: motion features → (γ_s, β_s) for the skeleton branch.
+
+    `released` scales joint w of the motion features by the column sum Σ_v adj[v, w] (no joint mixing, as the
+    release computes it); `graph` mixes joints, Σ_w adj[v, w]·M[w], as the paper describes.
+    """
+
+    def __init__(self, channels: int, num_joints: int, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.adjacency = nn.Parameter(torch.eye(num_joints))
+        self.fc = nn.Linear(channels, channels)
+        self.norm = ChannelsLastBatchNorm(channels)
+
+    def forward(self, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mode == "released":
+            guided = motion * self.adjacency.sum(0).unsqueeze(-1)
+        else:
+            guided = torch.einsum("ntwc,vw->ntvc", motion, self.adjacency)
+        gamma_beta = self.norm(torch.tanh(self.fc(guided)))
+        return gamma_beta.chunk(2, dim=-1)
+
+
+class TemporalModulation(nn.Module):
+    """MTM: motion features → (γ_t, β_t) for the temporal branch, through a temporal conv, tanh and BatchNorm."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = TemporalConv(channels, channels, 3, padding=1)
+        self.norm = ChannelsLastBatchNorm(channels)
+
+    def forward(self, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.norm(torch.tanh(self.conv(motion))).chunk(2, dim=-1)
+
+
+def modulate(y: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    return standardise(y) * (1.0 + gamma) + beta
+
+
+class BranchGate(nn.Module):
+    """Per-position sigmoid weights, one per active branch, from the concatenated branch outputs."""
+
+    def __init__(self, channels: int, num_branches: int, hidden: int) -> None:
+        super().__init__()
+        self.reduce = nn.Linear(channels, hidden, bias=False)
+        self.norm = ChannelsLastBatchNorm(hidden)
+        self.expand = nn.Linear(hidden, num_branches, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.expand(torch.relu(self.norm(self.reduce(x)))))
+
+
+class MLP(nn.Module):
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(nn.functional.gelu(self.fc1(x)))
+
+
+class MotionGuidedBlock(nn.Module):
+    def __init__(self, config: ModelConfig, drop_path: float) -> None:
+        super().__init__()
+        channels = config.embed_dim
+        quarter = channels // 4
+        self.config = config
+        self.quarter = quarter
+        self.norm1 = nn.LayerNorm(channels)
+        self.mapping = nn.Linear(channels, channels)
+        if config.skeleton_branch:
+            self.joint_mixing = _trunc_normal(config.groups, config.num_joints, config.num_joints)
+        if config.temporal_branch:
+            k = config.temporal_kernel
+            self.temporal_conv = TemporalConv(quarter, quarter, k, padding=k // 2, groups=config.groups)
+        needs_motion = config.motion_branch or config.msm != "off" or config.mtm
+        self.motion = MotionBranch(2 * quarter) if needs_motion else None
+        self.msm = SkeletalModulation(2 * quarter, config.num_joints, config.msm) if config.msm != "off" else None
+        self.mtm = TemporalModulation(2 * quarter) if config.mtm else None
+
+        # Branch order in the gate and the merge is the release's: temporal, skeleton, motion.
+        widths = [quarter if config.temporal_branch else 0, quarter if config.skeleton_branch else 0,
+                  2 * quarter if config.motion_branch else 0]
+        merged = sum(widths)
+        self.gate = BranchGate(merged, sum(w > 0 for w in widths), channels // 4)
+        self.merge = nn.Linear(merged, channels, bias=False)
+        self.merge_norm = ChannelsLastBatchNorm(channels)
+        self.proj = nn.Linear(channels, channels)
+        self.norm2 = nn.LayerNorm(channels)
+        self.mlp = MLP(channels, int(channels * config.mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+
+    def mix_joints(self, u: torch.Tensor) -> torch.Tensor:
+        """Group h of the skeleton channels is mixed over joints by its own V×V matrix A_h: Σ_u A_h[v, u]·x[u]."""
+        n, t, v, c = u.shape
+        grouped = u.reshape(n, t, v, self.config.groups, c // self.config.groups)
+        return torch.einsum("ntugc,gvu->ntvgc", grouped, self.joint_mixing).reshape(n, t, v, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.quarter
+        u = self.mapping(self.norm1(x))
+        branches: list[torch.Tensor] = []  # what the gate sees (modulated where modulation is on)
+        raw: list[torch.Tensor] = []  # what the gate weights multiply in the release (unmodulated)
+        motion = self.motion(u[..., 2 * q:]) if self.motion is not None else None
+
+        if self.config.temporal_branch:
+            temporal = self.temporal_conv(u[..., q:2 * q])
+            raw.append(temporal)
+            branches.append(modulate(temporal, *self.mtm(motion)) if self.mtm is not None else temporal)
+        if self.config.skeleton_branch:
+            skeleton = self.mix_joints(u[..., :q])
+            raw.append(skeleton)
+            branches.append(modulate(skeleton, *self.msm(motion)) if self.msm is not None else skeleton)
+        if self.config.motion_branch:
+            raw.append(motion)
+            branches.append(motion)
+
+        weights = self.gate(torch.cat(branches, dim=-1))
+        chosen = branches if self.config.modulated_fusion else raw
+        merged = torch.cat([w.unsqueeze(-1) * b for w, b in zip(weights.unbind(-1), chosen)], dim=-1)
+        merged = nn.functional.gelu(self.merge_norm(self.merge(merged)))
+
+        x = x + self.drop_path(self.proj(merged))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
