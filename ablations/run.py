@@ -1,0 +1,151 @@
+"""`python -m ablations.run NAME`: run an experiment spec on Ray Tune and report where its results are.
+
+Exit status: 0 when every trial finished, 1 when some failed (their reasons are listed), 2 for usage errors
+(unknown experiment, bad option or spec), each with one line saying what to do.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from mmn.config import BUDGETS, ConfigError, parse_assignments
+from mmn.data.formats import DataFormatError
+
+from .runner import Outcome, RunOptions, plan_experiment, run_experiment
+from .spec import Spec, SpecError, list_specs, load_spec
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if value < 0 or (value > 1 and not value.is_integer()):
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1] or a whole number of GPUs, got {text}")
+    return value
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+        return value
+
+    return parse
+
+
+def _seeds(text: str) -> int | list[int]:
+    """`3` means seeds 1..3; `1,5,7` names them."""
+    try:
+        return [int(s) for s in text.split(",")] if "," in text else _positive(int)(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a list (1,5,7), got {text}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ablations.run",
+        description="Run an MMN ablation experiment on Ray Tune (Optuna picks the configurations).")
+    parser.add_argument("experiment", nargs="?", help="experiment: a spec in ablations/ (see --list) or a path to one")
+    parser.add_argument("--list", action="store_true", help="list the shipped experiments and exit")
+    parser.add_argument("--dry-run", action="store_true", help="print the expanded trials and resources, run nothing")
+    parser.add_argument("--budget", default="quick", choices=sorted(BUDGETS),
+                        help="quick: built-in data on a CPU; paper: the release's protocol (default quick)")
+    parser.add_argument("--dataset", choices=["ma52", "imigue"], help="data set layout (default: the spec's, ma52)")
+    parser.add_argument("--data-root", help="folder with real data files (default: built-in synthetic MA-52)")
+    parser.add_argument("--modality", choices=["joint", "bone", "motion"])
+    parser.add_argument("--seeds", type=_seeds, help="number of seeds (3 → 1,2,3) or a list (1,5,7)")
+    parser.add_argument("--epochs", type=_positive(int), help="epochs per trial (overrides the budget)")
+    parser.add_argument("--samples", type=_positive(int), help="search samples per variant, for specs that tune")
+    parser.add_argument("--address", help="join a running Ray cluster (e.g. auto); default: start Ray locally")
+    parser.add_argument("--cpus-per-trial", type=_positive(float))
+    parser.add_argument("--gpus-per-trial", type=_fraction, help="GPU share per trial, e.g. 0.25")
+    parser.add_argument("--max-concurrent", type=_positive(int), help="at most this many trials at once")
+    parser.add_argument("--storage", default="runs", help="experiments folder, NFS path or s3:// URI (default runs)")
+    parser.add_argument("--name", help="experiment folder name (default: the spec's name)")
+    parser.add_argument("--resume", action="store_true",
+                        help="finish an interrupted experiment (any rerun under the same name does this: finished "
+                             "trials are skipped, unfinished ones continue from their last checkpoint)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config override for every trial, e.g. --set train.batch_size=16")
+    return parser
+
+
+def _print_plan(spec: Spec, options: RunOptions) -> None:
+    plans = plan_experiment(spec, options)
+    cpus = options.cpus_per_trial or spec.cpus_per_trial
+    gpus = options.gpus_per_trial if options.gpus_per_trial is not None else spec.gpus_per_trial
+    print(f"{spec.name}: {spec.description}")
+    print(f"budget {options.budget}; {len(plans)} trials; each {cpus:g} CPU, {gpus:g} GPU; "
+          f"metric {spec.metric} ({spec.mode})")
+    if spec.search:
+        print(f"each variant is first tuned over search space {spec.search.space!r} "
+              f"({options.samples or spec.search.samples} samples), then its best config runs on every seed")
+    first = plans[0].config
+    print(f"epochs {first.train.epochs}, batch {first.train.batch_size}, frames {first.model.num_frames}, "
+          f"data {first.data.root or 'built-in synthetic MA-52'}")
+    width = max(len(p.trial_key) for p in plans)
+    for plan in plans:
+        print(f"  {plan.trial_key:<{width}}  {plan.config_hash}")
+
+
+def _print_outcome(outcome: Outcome, spec: Spec) -> None:
+    print(f"\n{len(outcome.finished)} of {outcome.planned} trials finished "
+          f"({outcome.skipped} from earlier runs); results in {outcome.experiment.uri}")
+    rows: dict[str, list[float]] = {}
+    for record in outcome.finished:
+        rows.setdefault(record.get("variant_key", "?"), []).append(record["best"].get(spec.metric, float("nan")))
+    for key, values in rows.items():
+        mean = sum(values) / len(values)
+        print(f"  {key:<40} {spec.metric} {mean:6.2f} over {len(values)} seed(s)")
+    for record in outcome.failed:
+        print(f"  FAILED {record.get('variant_key', '?')} seed {record.get('seed')}: {record.get('error')}")
+
+
+def _report(outcome: Outcome) -> None:
+    if not outcome.experiment.is_local:
+        print(f"build the report from a copy: python -m analysis.report {outcome.experiment.uri}")
+        return
+    try:
+        from analysis.report import build_report
+    except ImportError:
+        return
+    report = build_report([outcome.experiment.path])
+    print(f"ablation table and plots: {report}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, description in list_specs():
+            print(f"{name:<12} {description}")
+        return 0
+    if not args.experiment:
+        parser.print_usage(sys.stderr)
+        print("error: name an experiment (python -m ablations.run --list shows them)", file=sys.stderr)
+        return 2
+    try:
+        spec = load_spec(args.experiment)
+        options = RunOptions(
+            budget=args.budget, dataset=args.dataset, data_root=args.data_root, modality=args.modality,
+            seeds=args.seeds, epochs=args.epochs, samples=args.samples, address=args.address,
+            cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+            max_concurrent=args.max_concurrent, storage=args.storage, name=args.name,
+            overrides=parse_assignments(args.overrides))
+        if args.dry_run:
+            _print_plan(spec, options)
+            return 0
+        outcome = run_experiment(spec, options)
+    except (SpecError, ConfigError, DataFormatError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # e.g. an experiment folder of a newer format
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    _print_outcome(outcome, spec)
+    _report(outcome)
+    return 0 if not outcome.failed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

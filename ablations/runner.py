@@ -1,0 +1,300 @@
+"""Running an experiment on Ray Tune: the grid of variants × seeds exactly once each, optional fair tuning of every
+variant first, and resumption that never repeats or loses a finished trial.
+
+Resumption works from the files alone: every trial's result.json carries its config hash, so a rerun (or
+`--resume`) scans the experiment folder, skips the hashes already finished and restarts the unfinished ones
+from their last checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import optuna
+import yaml
+
+from mmn.data.synthetic import ensure_synthetic
+
+from .expand import TrialPlan, base_overrides, build_config, expand, resolve_seeds, variant_key, variant_overrides, \
+    variants
+from .spec import Spec
+from .storage import EXPERIMENT_FORMAT, Location, check_format, locate, read_json, write_experiment_json
+from .trainable import TrialContext, run_trial
+
+STUDY_FILE = "study.journal"
+
+
+@dataclass
+class RunOptions:
+    budget: str = "quick"
+    dataset: str | None = None
+    data_root: str | None = None
+    modality: str | None = None
+    seeds: int | list[int] | None = None
+    epochs: int | None = None
+    samples: int | None = None
+    address: str | None = None
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    storage: str = "runs"
+    name: str | None = None
+    max_failures: int = 2
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def cli_overrides(self) -> dict[str, Any]:
+        values = {"data.dataset": self.dataset, "data.root": self.data_root, "data.modality": self.modality,
+                  "train.epochs": self.epochs}
+        chosen = {key: value for key, value in values.items() if value is not None}
+        if self.epochs is not None:  # keep the warmup inside a shortened run
+            chosen["train.warmup_epochs"] = min(self.epochs, _budget_warmup(self))
+        return {**chosen, **self.overrides}
+
+
+def _budget_warmup(options: RunOptions) -> int:
+    return build_config(options.budget, {}, "budget").train.warmup_epochs
+
+
+@dataclass
+class Outcome:
+    experiment: Location
+    planned: int
+    skipped: int
+    finished: list[dict[str, Any]]
+    failed: list[dict[str, Any]]
+
+
+def _say(message: str) -> None:
+    print(f"[ablations] {message}", file=sys.stderr, flush=True)
+
+
+def scan_results(experiment: Location) -> dict[str, dict[str, Any]]:
+    """config hash → the newest result.json record for it, each with its folder under key `_dir`."""
+    records: dict[str, dict[str, Any]] = {}
+    for location in experiment.find("result.json"):
+        try:
+            record = read_json(location)
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            continue  # a foreign or damaged file: the trial simply counts as not finished
+        if not isinstance(record, dict) or "config_hash" not in record:
+            continue
+        record["_dir"] = location.path.rsplit("/", 1)[0]
+        previous = records.get(record["config_hash"])
+        if previous is None or previous.get("status") != "finished":
+            records[record["config_hash"]] = record
+    return records
+
+
+def _latest_checkpoint(experiment: Location, folder: str) -> str | None:
+    import pyarrow.fs as pafs
+
+    infos = experiment.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
+    checkpoints = sorted(i.path for i in infos if i.type == pafs.FileType.Directory
+                         and i.base_name.startswith("checkpoint_"))
+    if not checkpoints:
+        return None
+    return checkpoints[-1] if experiment.is_local else f"{experiment.uri.split('://')[0]}://{checkpoints[-1]}"
+
+
+def plan_experiment(spec: Spec, options: RunOptions) -> list[TrialPlan]:
+    return expand(spec, options.budget, options.cli_overrides(), options.seeds)
+
+
+def _init_ray(options: RunOptions, cpus_per_trial: float) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if options.address:
+        ray.init(address=options.address, log_to_driver=False)
+    else:
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    resources = ray.cluster_resources()
+    _say(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; "
+         f"{cpus_per_trial:g} CPU per trial")
+
+
+def _journal(experiment: Location) -> optuna.storages.BaseStorage:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    folder = experiment.path if experiment.is_local else os.path.join("runs", os.path.basename(experiment.path))
+    os.makedirs(folder, exist_ok=True)
+    return JournalStorage(JournalFileBackend(os.path.join(folder, STUDY_FILE)))
+
+
+def _tune(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, options: RunOptions,
+          experiment: Location, phase: str, scheduler: Any = None) -> None:
+    from ray import tune
+    from ray.tune.logger import CSVLoggerCallback
+
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # result.json in a trial folder is ours
+    # Ray's result reader mistakes our result.json for its own; we read results from the files, not from it.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    resources = {"cpu": options.cpus_per_trial or spec.cpus_per_trial,
+                 "gpu": options.gpus_per_trial if options.gpus_per_trial is not None else spec.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=search_alg, scheduler=scheduler, num_samples=num_samples, metric=spec.metric,
+            mode=spec.mode, max_concurrent_trials=options.max_concurrent, reuse_actors=True,
+            trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=tune.RunConfig(
+            storage_path=experiment.uri, name=f"{phase}-{datetime.now().strftime('%Y%m%d-%H%M%S')}",
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=[CSVLoggerCallback()], verbose=1,
+        ),
+    )
+    tuner.fit()
+
+
+class _PlannedTrials:
+    """Define-by-run space of the grid phase: one categorical over the planned trial keys (picklable, as Ray
+    saves its searcher with the experiment state)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        self.keys = keys
+
+    def __call__(self, trial: optuna.Trial) -> None:
+        trial.suggest_categorical("trial_key", self.keys)
+
+
+def _grid_search_alg(keys: list[str], experiment: Location, spec: Spec, study: str) -> Any:
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(space=_PlannedTrials(keys), sampler=optuna.samplers.GridSampler({"trial_key": keys}, seed=0),
+                        metric=spec.metric, mode=spec.mode, storage=_journal(experiment), study_name=study)
+
+
+def run_experiment(spec: Spec, options: RunOptions) -> Outcome:
+    name = options.name or spec.name
+    experiment = locate(options.storage, name)
+    check_format(experiment)
+    plans = plan_experiment(spec, options)
+    _record_experiment(experiment, spec, options, name)
+    _prepare_data(plans[0])
+
+    variant_list = variants(spec)
+    common = base_overrides(spec, options.budget, options.cli_overrides())
+    variant_map = {variant_key(v): variant_overrides(spec, v) for v in variant_list}
+    cpus = options.cpus_per_trial or spec.cpus_per_trial
+    context_args = dict(experiment=name, budget=options.budget, common=common, variants=variant_map,
+                        variant_values={variant_key(v): v for v in variant_list}, threads=max(1, int(cpus)),
+                        tune_seed=resolve_seeds(spec, options.budget, options.seeds)[0])
+    _init_ray(options, cpus)
+
+    if spec.search is not None:
+        best = _tune_variants(spec, options, experiment, context_args, variant_list)
+        plans = [_with_best(plan, best[plan.variant_key], options) for plan in plans]
+    phase = "final" if spec.search is not None else "grid"
+
+    done = scan_results(experiment)
+    todo = [p for p in plans if done.get(p.config_hash, {}).get("status") != "finished"]
+    skipped = len(plans) - len(todo)
+    if skipped:
+        _say(f"{skipped} of {len(plans)} trials already finished in {experiment.uri}: skipping them")
+    if todo:
+        resume_from = {p.config_hash: ck for p in todo if p.config_hash in done
+                       for ck in [_latest_checkpoint(experiment, done[p.config_hash]["_dir"])] if ck}
+        context = TrialContext(**context_args, resume_from=resume_from, planned={
+            p.trial_key: {"variant_key": p.variant_key, "seed": p.seed, "phase": phase,
+                          "extra": {k: v for k, v in p.overrides.items() if k not in common
+                                    and k not in variant_map[p.variant_key] and k != "train.seed"}}
+            for p in todo})
+        _say(f"running {len(todo)} trials of {name} ({options.budget} budget) into {experiment.uri}")
+        search = _grid_search_alg([p.trial_key for p in todo], experiment, spec, f"{name}/{phase}")
+        _tune(context, search, len(todo), spec, options, experiment, phase)
+
+    results = scan_results(experiment)
+    hashes = {p.config_hash for p in plans}
+    finished = [r for h, r in results.items() if h in hashes and r.get("status") == "finished"]
+    failed = [r for h, r in results.items() if h in hashes and r.get("status") != "finished"]
+    return Outcome(experiment, len(plans), skipped, finished, failed)
+
+
+def _with_best(plan: TrialPlan, best: Mapping[str, Any], options: RunOptions) -> TrialPlan:
+    overrides = {**plan.overrides, **best}
+    config = build_config(options.budget, overrides, f"trial {plan.trial_key}")
+    return TrialPlan(plan.trial_key, plan.variant, plan.variant_key, plan.seed, overrides, config, config.hash())
+
+
+def _tune_variants(spec: Spec, options: RunOptions, experiment: Location, context_args: dict[str, Any],
+                   variant_list: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Give every variant the same TPE budget (seeded, optionally with ASHA); return each one's best values."""
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search_spaces import load_search_space
+
+    assert spec.search is not None
+    space = load_search_space(spec.search.space)
+    samples = options.samples or (spec.budgets[options.budget].samples if options.budget in spec.budgets
+                                  and spec.budgets[options.budget].samples else spec.search.samples)
+    storage = _journal(experiment)
+    best: dict[str, dict[str, Any]] = {}
+    context = TrialContext(**context_args, planned={})
+    epochs = build_config(options.budget, context_args["common"], "search").train.epochs
+    for variant in variant_list:
+        key = variant_key(variant)
+        study_name = f"{context_args['experiment']}/tune/{key}"
+        study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
+                                    direction="maximize" if spec.mode == "max" else "minimize")
+        completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        remaining = samples - len(completed)
+        if remaining > 0:
+            _say(f"tuning {key}: {remaining} of {samples} samples of {space.name}")
+            sampler = optuna.samplers.TPESampler(seed=zlib.crc32(study_name.encode()) % 2**31)
+            search = OptunaSearch(space=space.optuna_space_fn({"variant_key": key}), sampler=sampler,
+                                  metric=spec.metric, mode=spec.mode, storage=storage, study_name=study_name)
+            scheduler = None
+            if spec.search.scheduler:
+                scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs,
+                                          grace_period=spec.search.scheduler["grace_period"],
+                                          reduction_factor=spec.search.scheduler["reduction_factor"])
+            _tune(context, search, remaining, spec, options, experiment, f"tune-{_slug(key)}", scheduler)
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        best[key] = dict(study.best_trial.params)
+        _say(f"best for {key}: {best[key]} ({spec.metric} {study.best_value:.2f})")
+    return best
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text)
+
+
+def _record_experiment(experiment: Location, spec: Spec, options: RunOptions, name: str) -> None:
+    """experiment.json and the spec as run, written before any trial so the folder explains itself."""
+    record = {"format_version": EXPERIMENT_FORMAT, "name": name, "description": spec.description,
+              "factors": {f.key: list(f.values) for f in spec.factors},
+              "factor_labels": {f.key: f.label for f in spec.factors}, "reference": dict(spec.reference),
+              "metric": spec.metric, "mode": spec.mode,
+              "seeds": list(resolve_seeds(spec, options.budget, options.seeds)),
+              "dataset": options.dataset or spec.base.get("data.dataset", "ma52"), "budget": options.budget,
+              "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "spec": spec.to_dict(), "options": {k: v for k, v in vars(options).items()}}
+    write_experiment_json(experiment.child("experiment.json"), record)
+    experiment.child("spec.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+
+
+def _prepare_data(plan: TrialPlan) -> None:
+    """Make the data ready once, before any trial: generate the synthetic set, or check the real folder exists."""
+    data = plan.config.data
+    if data.root is None:
+        started = time.perf_counter()
+        root = ensure_synthetic(seed=data.synthetic_seed, clips_per_class=data.synthetic_clips_per_class,
+                                long_tail=data.synthetic_long_tail)
+        _say(f"synthetic MA-52 data ready in {root} ({time.perf_counter() - started:.1f}s)")
+    elif "://" not in data.root and not os.path.isdir(data.root):
+        raise FileNotFoundError(f"data folder {data.root} does not exist; pass --data-root with the folder "
+                                f"holding {data.dataset}'s files")

@@ -1,0 +1,313 @@
+"""Experiment specs: YAML files in this folder, read with line numbers and validated into a `Spec`.
+
+A spec names the variants to compare (a grid of `factors`, with `rules` that switch dependent options and
+`exclude` for impossible combinations), the seeds, the metric, budgets by name, resources per trial and optionally
+a search space that tunes every variant before the final runs. Every mistake is reported as one line,
+`file:line: what is wrong (and what to write instead)`.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from mmn.config import BUDGETS, ConfigError, RunConfig, apply_overrides, valid_keys
+from search_spaces import SearchSpaceError, load_search_space
+
+SPEC_DIR = Path(__file__).resolve().parent
+METRICS = ("val_top1", "val_top5", "val_body_top1", "val_f1_micro", "val_f1_macro", "val_body_f1_micro",
+           "val_body_f1_macro", "val_f1_mean", "train_loss")
+SCHEDULERS = ("asha",)
+_TOP_LEVEL = ("name", "description", "base", "factors", "rules", "exclude", "reference", "seeds", "metric", "mode",
+              "budgets", "search", "resources")
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; the message is one line naming the file and line."""
+
+
+@dataclass(frozen=True)
+class Factor:
+    key: str  # dotted config key
+    values: tuple[Any, ...]
+    label: str  # column header in tables
+
+
+@dataclass(frozen=True)
+class Rule:
+    when: Mapping[str, Any]  # factor key → value
+    set: Mapping[str, Any]  # dotted key → value applied to matching variants
+
+
+@dataclass(frozen=True)
+class Budget:
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    seeds: tuple[int, ...] | None = None
+    samples: int | None = None
+
+
+@dataclass(frozen=True)
+class Search:
+    space: str
+    samples: int
+    scheduler: Mapping[str, Any] | None  # {"type": "asha", "grace_period": .., "reduction_factor": ..}
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    description: str
+    path: Path
+    base: Mapping[str, Any]
+    factors: tuple[Factor, ...]
+    rules: tuple[Rule, ...]
+    exclude: tuple[Mapping[str, Any], ...]
+    reference: Mapping[str, Any]
+    seeds: tuple[int, ...]
+    metric: str
+    mode: str
+    budgets: Mapping[str, Budget]
+    search: Search | None
+    cpus_per_trial: float
+    gpus_per_trial: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain data (what experiment.json records)."""
+        return {
+            "name": self.name, "description": self.description, "base": dict(self.base),
+            "factors": {f.key: list(f.values) for f in self.factors},
+            "factor_labels": {f.key: f.label for f in self.factors},
+            "rules": [{"when": dict(r.when), "set": dict(r.set)} for r in self.rules],
+            "exclude": [dict(e) for e in self.exclude], "reference": dict(self.reference), "seeds": list(self.seeds),
+            "metric": self.metric, "mode": self.mode,
+            "budgets": {n: {"overrides": dict(b.overrides), "seeds": list(b.seeds) if b.seeds else None,
+                            "samples": b.samples} for n, b in self.budgets.items()},
+            "search": None if self.search is None else {"space": self.search.space, "samples": self.search.samples,
+                                                        "scheduler": self.search.scheduler},
+            "resources": {"cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial},
+        }
+
+
+class _LineLoader(yaml.SafeLoader):
+    """Safe YAML whose mappings remember the line of each key (`_Mapping.lines`)."""
+
+
+class _Mapping(dict):
+    lines: dict[str, int]
+    line: int
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
+    mapping = _Mapping()
+    mapping.lines, mapping.line = {}, node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+        mapping.lines[key] = key_node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def list_specs() -> list[tuple[str, str]]:
+    """(name, description) of every spec shipped in this folder."""
+    specs = []
+    for path in sorted(SPEC_DIR.glob("*.yaml")):
+        with path.open() as handle:
+            data = yaml.safe_load(handle) or {}
+        specs.append((path.stem, str(data.get("description", "")).strip()))
+    return specs
+
+
+def resolve_spec_path(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.exists():
+            raise SpecError(f"spec file {path} does not exist")
+        return path
+    candidate = SPEC_DIR / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    names = [name for name, _ in list_specs()]
+    close = difflib.get_close_matches(str(name_or_path), names, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise SpecError(f"unknown experiment {name_or_path!r}: {hint}choose one of {', '.join(names)} "
+                    f"(or pass a path to a spec .yaml; `--list` describes them)")
+
+
+def load_spec(name_or_path: str | Path) -> Spec:
+    path = resolve_spec_path(name_or_path)
+    try:
+        data = yaml.load(path.read_text(), Loader=_LineLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SpecError(f"{path}{line}: YAML syntax error: {problem}") from None
+    return _Parser(path).spec(data)
+
+
+class _Parser:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, where: Any, key: str | None, message: str) -> SpecError:
+        line = where.lines.get(key, where.line) if isinstance(where, _Mapping) and key is not None else \
+            getattr(where, "line", None)
+        return SpecError(f"{self.path}{f':{line}' if line else ''}: {message}")
+
+    def unknown_keys(self, mapping: _Mapping, allowed: tuple[str, ...], what: str) -> None:
+        for key in mapping:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+                raise self.fail(mapping, key, f"unknown {what} {key!r} ({hint})")
+
+    def config_keys(self, mapping: Any, where: str) -> dict[str, Any]:
+        if not isinstance(mapping, dict):
+            raise self.fail(mapping, None, f"{where} must be a mapping of dotted config keys to values")
+        keys = valid_keys()
+        for key in mapping:
+            if key not in keys:
+                close = difflib.get_close_matches(str(key), keys, n=1)
+                hint = f"did you mean {close[0]}?" if close else "see `python -m mmn.train --help`"
+                raise self.fail(mapping, key, f"{where}: unknown config key {key!r} ({hint})")
+            try:
+                apply_overrides(RunConfig(), {key: mapping[key]})
+            except ConfigError as error:
+                if "modulates" not in str(error) and "at least one" not in str(error):
+                    raise self.fail(mapping, key, f"{where}: {error}") from None
+        return dict(mapping)
+
+    def spec(self, data: Any) -> Spec:
+        if not isinstance(data, _Mapping):
+            raise SpecError(f"{self.path}: a spec is a YAML mapping with at least name, factors and metric")
+        self.unknown_keys(data, _TOP_LEVEL, "field")
+        for required in ("name", "factors"):
+            if required not in data:
+                raise SpecError(f"{self.path}: missing required field {required!r}")
+        name = str(data["name"])
+        base = self.config_keys(data.get("base") or {}, "base")
+        factors = self.factors(data["factors"])
+        by_key = {f.key: f for f in factors}
+        rules = tuple(self.rule(r, by_key) for r in (data.get("rules") or []))
+        exclude = tuple(self.condition(e, by_key, "exclude") for e in (data.get("exclude") or []))
+        reference = self.condition(data.get("reference") or {f.key: f.values[0] for f in factors}, by_key, "reference")
+        if set(reference) != set(by_key):
+            raise self.fail(data, "reference", f"reference must give a value for every factor: {', '.join(by_key)}")
+        seeds = self.seeds(data, "seeds", data.get("seeds", [1]))
+        metric = data.get("metric", "val_top1")
+        if metric not in METRICS:
+            raise self.fail(data, "metric", f"metric {metric!r} is not one of {', '.join(METRICS)}")
+        mode = data.get("mode", "min" if metric == "train_loss" else "max")
+        if mode not in ("max", "min"):
+            raise self.fail(data, "mode", f"mode must be max or min, got {mode!r}")
+        budgets = self.budgets(data.get("budgets") or {})
+        search = self.search(data["search"]) if data.get("search") else None
+        resources = data.get("resources") or {}
+        if resources:
+            self.unknown_keys(resources, ("cpus_per_trial", "gpus_per_trial"), "resource")
+        cpus, gpus = resources.get("cpus_per_trial", 1), resources.get("gpus_per_trial", 0)
+        if not (isinstance(cpus, (int, float)) and cpus > 0):
+            raise self.fail(resources, "cpus_per_trial", f"cpus_per_trial must be a positive number, got {cpus!r}")
+        if not (isinstance(gpus, (int, float)) and gpus >= 0 and (gpus <= 1 or float(gpus).is_integer())):
+            raise self.fail(resources, "gpus_per_trial",
+                            f"gpus_per_trial must be a fraction in [0, 1] or a whole number, got {gpus!r}")
+        return Spec(name=name, description=str(data.get("description", "")).strip(), path=self.path, base=base,
+                    factors=factors, rules=rules, exclude=exclude, reference=reference, seeds=seeds, metric=metric,
+                    mode=mode, budgets=budgets, search=search, cpus_per_trial=float(cpus),
+                    gpus_per_trial=float(gpus))
+
+    def factors(self, data: Any) -> tuple[Factor, ...]:
+        if not isinstance(data, _Mapping) or not data:
+            raise SpecError(f"{self.path}: factors must map config keys to their values, e.g. "
+                            f"'model.msm: {{values: [released, off], label: MSM}}'")
+        factors = []
+        for key, entry in data.items():
+            if key not in valid_keys():
+                close = difflib.get_close_matches(str(key), valid_keys(), n=1)
+                raise self.fail(data, key, f"factors: unknown config key {key!r}"
+                                           f"{f' (did you mean {close[0]}?)' if close else ''}")
+            if isinstance(entry, list):
+                entry = {"values": entry}
+            if not isinstance(entry, dict) or not isinstance(entry.get("values"), list) or not entry["values"]:
+                raise self.fail(data, key, f"factor {key} needs a non-empty list of values")
+            if isinstance(entry, _Mapping):
+                self.unknown_keys(entry, ("values", "label"), "factor field")
+            for value in entry["values"]:
+                try:
+                    apply_overrides(RunConfig(), {key: value})
+                except ConfigError as error:
+                    if "modulates" not in str(error) and "at least one" not in str(error):
+                        raise self.fail(data, key, f"factor {key}: {error}") from None
+            factors.append(Factor(key, tuple(entry["values"]), str(entry.get("label", key.split(".")[-1]))))
+        return tuple(factors)
+
+    def condition(self, data: Any, factors: Mapping[str, Factor], what: str) -> dict[str, Any]:
+        if not isinstance(data, dict) or not data:
+            raise self.fail(data, None, f"{what} must map factor keys to values")
+        for key, value in data.items():
+            if key not in factors:
+                raise self.fail(data, key, f"{what}: {key!r} is not a factor (factors: {', '.join(factors)})")
+            if value not in factors[key].values:
+                raise self.fail(data, key, f"{what}: {key}={value!r} is not one of its values "
+                                           f"{list(factors[key].values)}")
+        return dict(data)
+
+    def rule(self, data: Any, factors: Mapping[str, Factor]) -> Rule:
+        if not isinstance(data, _Mapping) or set(data) != {"when", "set"}:
+            raise self.fail(data, None, "each rule is {when: {factor: value}, set: {config key: value}}")
+        return Rule(self.condition(data["when"], factors, "rule when"), self.config_keys(data["set"], "rule set"))
+
+    def seeds(self, where: Any, key: str, value: Any) -> tuple[int, ...]:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return tuple(range(1, value + 1))
+        if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                    for s in value) and len(set(value)) == len(value):
+            return tuple(value)
+        raise self.fail(where, key, f"seeds must be a count (e.g. 3) or a list of distinct non-negative integers, "
+                                    f"got {value!r}")
+
+    def budgets(self, data: Any) -> dict[str, Budget]:
+        budgets = {}
+        for name, entry in data.items():
+            if name not in BUDGETS:
+                raise self.fail(data, name, f"unknown budget {name!r}; budgets are {', '.join(BUDGETS)}")
+            entry = entry or {}
+            if isinstance(entry, _Mapping):
+                self.unknown_keys(entry, ("overrides", "seeds", "samples"), "budget field")
+            samples = entry.get("samples")
+            if samples is not None and not (isinstance(samples, int) and samples >= 1):
+                raise self.fail(entry, "samples", f"samples must be a positive integer, got {samples!r}")
+            budgets[name] = Budget(
+                overrides=self.config_keys(entry.get("overrides") or {}, f"budgets.{name}.overrides"),
+                seeds=self.seeds(entry, "seeds", entry["seeds"]) if "seeds" in entry else None, samples=samples)
+        return budgets
+
+    def search(self, data: Any) -> Search:
+        if not isinstance(data, _Mapping):
+            raise self.fail(data, None, "search must be {space: NAME, samples: N, scheduler: {...}}")
+        self.unknown_keys(data, ("space", "samples", "scheduler"), "search field")
+        if "space" not in data:
+            raise self.fail(data, None, "search needs a space (a file in search_spaces/)")
+        try:
+            load_search_space(data["space"], known_keys=valid_keys())
+        except SearchSpaceError as error:
+            raise self.fail(data, "space", f"search space: {error}") from None
+        samples = data.get("samples", 8)
+        if not (isinstance(samples, int) and samples >= 1):
+            raise self.fail(data, "samples", f"samples must be a positive integer, got {samples!r}")
+        scheduler = data.get("scheduler")
+        if scheduler is not None:
+            if not isinstance(scheduler, _Mapping):
+                raise self.fail(data, "scheduler", "scheduler must be {type: asha, grace_period: N, reduction_factor: N}")
+            self.unknown_keys(scheduler, ("type", "grace_period", "reduction_factor"), "scheduler field")
+            if scheduler.get("type", "asha") not in SCHEDULERS:
+                raise self.fail(scheduler, "type", f"scheduler type must be one of {', '.join(SCHEDULERS)}")
+            scheduler = {"type": "asha", "grace_period": int(scheduler.get("grace_period", 1)),
+                         "reduction_factor": int(scheduler.get("reduction_factor", 2))}
+        return Search(str(data["space"]), samples, scheduler)

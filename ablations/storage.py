@@ -1,0 +1,96 @@
+"""Experiment folders on a local path, an NFS mount or a cloud URI (s3://, gs://), through pyarrow's filesystems."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from mmn.checkpoint import atomic_write, write_json
+
+EXPERIMENT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Location:
+    """A folder on some filesystem; `uri` is what Ray's storage_path takes."""
+
+    fs: pafs.FileSystem
+    path: str
+    uri: str
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def child(self, *parts: str) -> "Location":
+        path = "/".join([self.path.rstrip("/"), *parts])
+        uri = "/".join([self.uri.rstrip("/"), *parts])
+        return Location(self.fs, path, uri)
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def read_text(self) -> str:
+        with self.fs.open_input_stream(self.path) as stream:
+            return stream.read().decode()
+
+    def write_text(self, text: str) -> None:
+        """Atomically on a local filesystem (temporary file, then rename); object stores write whole objects."""
+        if self.is_local:
+            write_json_text(Path(self.path), text)
+            return
+        with self.fs.open_output_stream(self.path) as stream:
+            stream.write(text.encode())
+
+    def find(self, name: str) -> list["Location"]:
+        """Every file called `name` below this folder."""
+        if not self.exists():
+            return []
+        selector = pafs.FileSelector(self.path, recursive=True)
+        return [Location(self.fs, info.path, info.path) for info in self.fs.get_file_info(selector)
+                if info.type == pafs.FileType.File and info.base_name == name]
+
+
+def write_json_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def locate(storage: str, name: str) -> Location:
+    """The experiment folder `name` under `storage` (a folder or a URI)."""
+    if "://" in storage and not storage.startswith("file://"):
+        fs, path = pafs.FileSystem.from_uri(storage)
+        return Location(fs, path, storage.rstrip("/")).child(name)
+    local = Path(storage.removeprefix("file://")).expanduser().resolve()
+    return Location(pafs.LocalFileSystem(), str(local), str(local)).child(name)
+
+
+def read_json(location: Location) -> Any:
+    return json.loads(location.read_text())
+
+
+def write_experiment_json(location: Location, record: dict[str, Any]) -> None:
+    if location.is_local:
+        write_json(Path(location.path), record)
+    else:
+        location.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+
+
+def check_format(experiment: Location) -> None:
+    """Refuse an experiment folder written by a newer version instead of misreading it."""
+    marker = experiment.child("experiment.json")
+    if marker.exists():
+        version = read_json(marker).get("format_version", 0)
+        if version > EXPERIMENT_FORMAT:
+            raise ValueError(f"{marker.uri} was written by a newer mmn-ablate (format {version}, this one reads "
+                             f"{EXPERIMENT_FORMAT}); upgrade mmn-ablate or use another --name")
+
+
+def local_dir(location: Location) -> Path:
+    if not location.is_local:
+        raise ValueError(f"{location.uri} is not on a local filesystem")
+    os.makedirs(location.path, exist_ok=True)
+    return Path(location.path)

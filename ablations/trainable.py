@@ -1,0 +1,86 @@
+"""The Ray Tune trainable: one trial = one `mmn.train.fit`, reporting every epoch with a checkpoint.
+
+A trial's config from the searcher is small: the key of a planned trial (grid phase), or the sampled values plus
+the variant (tuning phase). Everything else travels once per experiment in `TrialContext` through the object store.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import pyarrow.fs as pafs
+from ray import tune
+
+from mmn.checkpoint import CHECKPOINT_NAME
+from mmn.train import fit
+
+from .expand import build_config
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    experiment: str
+    budget: str
+    common: Mapping[str, Any]  # overrides shared by every trial (spec base, budget, command line)
+    variants: Mapping[str, Mapping[str, Any]]  # variant key → its overrides (factor values and rules)
+    variant_values: Mapping[str, Mapping[str, Any]]  # variant key → factor values
+    planned: Mapping[str, Mapping[str, Any]]  # trial key → {"variant_key", "seed", "extra" overrides, "phase"}
+    resume_from: Mapping[str, str] = field(default_factory=dict)  # config hash → checkpoint folder of a past run
+    threads: int = 1
+    tune_seed: int = 1
+
+
+def _restore(checkpoint_dir: Path, config_hash: str, context: TrialContext) -> None:
+    """Seed the trial's checkpoint folder from Ray (a retried trial) or from an interrupted earlier run."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            shutil.copy2(Path(folder) / CHECKPOINT_NAME, checkpoint_dir / CHECKPOINT_NAME)
+        return
+    source = context.resume_from.get(config_hash)
+    if source:
+        fs, path = pafs.FileSystem.from_uri(source) if "://" in source else (pafs.LocalFileSystem(), source)
+        with fs.open_input_stream(f"{path}/{CHECKPOINT_NAME}") as stream, \
+                open(checkpoint_dir / CHECKPOINT_NAME, "wb") as out:
+            out.write(stream.read())
+
+
+def _result_dir() -> Path:
+    """Where result.json goes: straight into the experiment folder when it is a local or NFS path (so nothing is
+    lost if the driver dies), else the trial's staging folder, which Ray uploads."""
+    context = tune.get_context()
+    storage = context.get_storage()
+    if storage is not None and isinstance(storage.storage_filesystem, pafs.LocalFileSystem):
+        folder = Path(storage.trial_fs_path)
+    else:
+        folder = Path(context.get_trial_dir())
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def run_trial(config: dict[str, Any], context: TrialContext) -> None:
+    if "trial_key" in config:  # grid phase: a planned (variant, seed)
+        planned = context.planned[config["trial_key"]]
+        variant_key, seed, phase = planned["variant_key"], planned["seed"], planned["phase"]
+        sampled = dict(planned["extra"])
+    else:  # tuning phase: the sampled values arrive as dotted keys
+        variant_key, seed, phase = config["variant_key"], context.tune_seed, "tune"
+        sampled = {k: v for k, v in config.items() if "." in k}
+    overrides = {**context.common, **context.variants[variant_key], **sampled, "train.seed": seed,
+                 "train.threads": context.threads}
+    run_config = build_config(context.budget, overrides, f"trial {variant_key}")
+    trial_context = tune.get_context()
+    checkpoint_dir = Path(trial_context.get_trial_dir()) / "state"
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    _restore(checkpoint_dir, run_config.hash(), context)
+
+    def report(record: dict[str, Any], folder: Path | None) -> None:
+        tune.report(record, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+
+    extra = {"experiment": context.experiment, "trial_id": trial_context.get_trial_id(),
+             "variant": dict(context.variant_values[variant_key]), "variant_key": variant_key,
+             "search": {"phase": phase, "sampled": sampled} if sampled or phase == "tune" else None}
+    fit(run_config, on_epoch=report, checkpoint_dir=checkpoint_dir, out_dir=_result_dir(), extra=extra,
+        progress=False)

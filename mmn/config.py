@@ -1,0 +1,219 @@
+"""The configuration of one training run: model, data and training sections, named budgets, dotted overrides.
+
+Everything is plain data: a run is fully described by `RunConfig.to_dict()`, and `config_hash` names it, so an
+experiment can tell whether a configuration has already been trained.
+"""
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Mapping
+
+from .layouts import LAYOUTS, get_layout
+from .model.config import ConfigError, ModelConfig
+
+DATASETS = tuple(LAYOUTS)
+MODALITIES = ("joint", "bone", "motion")
+AUGMENTS = ("released", "full", "none")
+BONE_MODES = ("released", "parent")
+OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "ma52"
+    root: str | None = None  # folder of real data; None trains on the built-in synthetic set
+    format: str = "auto"  # release | pyskl | miga | auto
+    modality: str = "joint"
+    augment: str = "released"
+    bones: str = "released"
+    synthetic_clips_per_class: int = 40
+    synthetic_seed: int = 0
+    synthetic_long_tail: bool = False
+
+    def validate(self) -> None:
+        _choice("data.dataset", self.dataset, DATASETS)
+        _choice("data.modality", self.modality, MODALITIES)
+        _choice("data.augment", self.augment, AUGMENTS)
+        _choice("data.bones", self.bones, BONE_MODES)
+        if self.root is None and self.dataset != "ma52":
+            raise ConfigError("the built-in synthetic set is in the MA-52 layout: with data.dataset=imigue "
+                              "set data.root to a folder of iMiGUE files")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 120
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    optimizer: str = "adamw"
+    momentum: float = 0.9  # sgd only
+    warmup_epochs: int = 20
+    warmup_lr: float = 1e-7
+    min_lr: float = 1e-5
+    label_smoothing: float = 0.1
+    seed: int = 1
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = False  # bf16 autocast on CUDA
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default
+    eval_batch_size: int = 256
+
+    def validate(self) -> None:
+        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ConfigError(f"train.warmup_epochs must lie in [0, epochs={self.epochs}], got {self.warmup_epochs}")
+        for name in ("lr", "warmup_lr", "min_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)!r}")
+        if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
+            raise ConfigError("train.weight_decay must be >= 0 and train.label_smoothing in [0, 1)")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+# Fields that say where a run executes, not what it computes: they stay out of the config hash.
+_EXECUTION_FIELDS = {"train": ("device", "threads", "eval_batch_size")}
+
+BUDGETS: dict[str, dict[str, Any]] = {
+    # The release's protocol (SPEC-mmn.md): the defaults as they are.
+    "paper": {},
+    # The built-in synthetic set on a laptop CPU: a narrower, shallower model on fewer frames for a few epochs.
+    "quick": {
+        "model.embed_dim": 48, "model.depth": 1, "model.num_frames": 32, "model.drop_path": 0.1,
+        "train.epochs": 12, "train.warmup_epochs": 1, "train.batch_size": 32, "train.lr": 2e-3,
+        "train.weight_decay": 0.05, "train.min_lr": 1e-4,
+    },
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        self.data.validate()
+        self.train.validate()
+        layout = get_layout(self.data.dataset)
+        if (self.model.num_joints, self.model.num_classes) != (layout.num_joints, layout.num_classes):
+            # joints and classes are properties of the data set: the model follows it
+            object.__setattr__(self, "model", replace(self.model, num_joints=layout.num_joints,
+                                                      num_classes=layout.num_classes))
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {"model": asdict(self.model), "data": asdict(self.data), "train": asdict(self.train)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "RunConfig":
+        return apply_overrides(cls(), flatten(values))
+
+    def hash(self) -> str:
+        return config_hash(self.to_dict())
+
+
+_SECTIONS: dict[str, type] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def valid_keys() -> list[str]:
+    """Every dotted key a run accepts, e.g. model.msm or train.lr."""
+    return [f"{section}.{f.name}" for section, cls in _SECTIONS.items() for f in fields(cls)]
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"msm": "off"}} → {"model.msm": "off"}; already dotted keys pass through."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]}?)" if close else f"; valid keys: {', '.join(valid_keys())}"
+
+
+def apply_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
+    """A new RunConfig with dotted-key overrides applied; an unknown key is an error naming the nearest valid one."""
+    sections = {name: asdict(getattr(config, name)) for name in _SECTIONS}
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section not in sections or name not in sections[section]:
+            raise ConfigError(f"unknown config key {key!r}{_suggest(key)}")
+        expected = type(sections[section][name])
+        sections[section][name] = _coerce(key, value, expected)
+    return RunConfig(**{name: _SECTIONS[name](**values) for name, values in sections.items()})
+
+
+_BOOL_WORDS = {"on": True, "yes": True, "true": True, "off": False, "no": False, "false": False}
+
+
+def _coerce(key: str, value: Any, expected: type) -> Any:
+    """Accept an int where a float is expected (lr=1) and on/off for switches; refuse other mismatches."""
+    if expected is bool and isinstance(value, str) and value.lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[value.lower()]
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if expected is type(None) or value is None or (isinstance(value, expected)
+                                                   and not (isinstance(value, bool) and expected is not bool)):
+        return value
+    raise ConfigError(f"{key} expects a {expected.__name__}, got {value!r}")
+
+
+def with_budget(config: RunConfig, budget: str) -> RunConfig:
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    return apply_overrides(config, BUDGETS[budget])
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value: true/false, none, int, float, or the string itself (never evaluated as code)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_assignments(items: list[str]) -> dict[str, Any]:
+    """["model.msm=graph", "train.lr=1e-3"] → {"model.msm": "graph", "train.lr": 0.001}."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected key=value, got {item!r}")
+        overrides[key.strip()] = parse_value(value)
+    return overrides
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """16 hex digits of the SHA-256 of the canonical JSON of a config, execution-only fields left out."""
+    canonical = {section: dict(values) for section, values in config.items()}
+    for section, names in _EXECUTION_FIELDS.items():
+        for name in names:
+            canonical.get(section, {}).pop(name, None)
+    encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(encoded.encode()).hexdigest()[:16]
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")

@@ -1,0 +1,60 @@
+"""Where a run executes: device choice, CPU allocator tuning, and the versions and hardware a result records."""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import sys
+from importlib import metadata
+from typing import Any
+
+import torch
+
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep freed activation memory in glibc's heap instead of returning it to the OS after every op.
+
+    A training step allocates and frees hundreds of tensors of tens of MB; by default glibc serves each with a
+    fresh mmap, and the page faults on first touch cost more than many of the ops themselves. Returns whether the
+    tuning applied (glibc only).
+    """
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return all(libc.mallopt(option, value) == 1 for option, value in (
+            (_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 64 << 20)))
+    except (OSError, AttributeError):
+        return False
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto → the first CUDA device Ray or the user made visible, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={name} but no CUDA device is visible; use train.device=cpu or auto")
+    return device
+
+
+def versions() -> dict[str, str]:
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": version("numpy"),
+            "mmn-ablate": version("mmn-ablate")}
+
+
+def hardware(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {"device": str(device), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+                            "machine": platform.machine(), "processor": platform.processor() or platform.machine()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
+    return info

@@ -1,0 +1,317 @@
+"""One training run with the release's protocol: `fit(config)` and `python -m mmn.train [key=value ...]`.
+
+The run knows nothing of Ray or Optuna: it reports each epoch through `on_epoch(metrics, checkpoint_dir)`, so
+the same run works from the command line, a notebook or a Ray trial. Each epoch leaves an atomic checkpoint; a run
+started again on the same folder resumes from it and continues bit-exactly on the CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import math
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, write_json
+from .config import (BUDGETS, ConfigError, DataConfig, RunConfig, apply_overrides, flatten, parse_assignments,
+                     with_budget)
+from .data import SkeletonDataset
+from .data.synthetic import ensure_synthetic
+from .metrics import evaluate
+from .model import MMN
+from .profile import count_gflops
+from .runtime import hardware, resolve_device, tune_cpu_allocator, versions
+from .schedule import warmup_cosine
+
+RESULT_FORMAT = 1
+EpochCallback = Callable[[dict[str, Any], Path | None], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss stopped being a finite number."""
+
+
+@functools.lru_cache(maxsize=8)
+def load_split(data: DataConfig, split: str, num_frames: int, seed: int) -> SkeletonDataset:
+    """A preprocessed split, kept for the life of the process: a Ray worker running many trials loads it once."""
+    root = data.root or ensure_synthetic(seed=data.synthetic_seed, clips_per_class=data.synthetic_clips_per_class,
+                                         long_tail=data.synthetic_long_tail)
+    return SkeletonDataset(root, dataset=data.dataset, split=split, modality=data.modality, num_frames=num_frames,
+                           augment=data.augment, bones=data.bones, format=data.format, seed=seed)
+
+
+class _Progress:
+    """One status line per epoch; within an epoch a bar that redraws in place when the output is a terminal."""
+
+    def __init__(self, enabled: bool, epochs: int) -> None:
+        self.enabled, self.epochs = enabled, epochs
+        self.live = enabled and sys.stderr.isatty()
+
+    def step(self, epoch: int, step: int, steps: int, loss: float) -> None:
+        if self.live and (step == steps or step % 5 == 0):
+            filled = int(24 * step / steps)
+            print(f"\repoch {epoch}/{self.epochs} [{'#' * filled}{'.' * (24 - filled)}] {step}/{steps} "
+                  f"loss {loss:.3f}", end="", file=sys.stderr, flush=True)
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            print(("\r" if self.live else "") + f"epoch {record['epoch']}/{self.epochs}  loss {record['train_loss']:.4f}  "
+                  f"val top1 {record['val_top1']:.2f}  top5 {record['val_top5']:.2f}  lr {record['lr']:.2e}  "
+                  f"{record['time_s']:.1f}s", file=sys.stderr, flush=True)
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _shuffle(size: int, seed: int, epoch: int) -> np.ndarray:
+    """This epoch's order, a function of (seed, epoch) alone so a resumed run draws the same batches."""
+    return np.random.Generator(np.random.Philox(key=seed, counter=[1, 0, 0, epoch])).permutation(size)
+
+
+def _make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    train = config.train
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum,
+                               weight_decay=train.weight_decay, nesterov=True)
+    return torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+
+
+def _to_device(batch: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    if device.type != "cuda":
+        return batch
+    return tuple(t.pin_memory().to(device, non_blocking=True) for t in batch)
+
+
+def predict(model: torch.nn.Module, dataset: SkeletonDataset, device: torch.device, batch_size: int,
+            autocast: contextlib.AbstractContextManager | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels of a whole split in eval mode."""
+    model.eval()
+    logits = []
+    with torch.inference_mode(), (autocast or contextlib.nullcontext()):
+        for start in range(0, len(dataset), batch_size):
+            x, index_t, _ = _to_device(dataset.get_batch(np.arange(start, min(start + batch_size, len(dataset)))),
+                                       device)
+            logits.append(model(x, index_t).float().cpu())
+    return torch.cat(logits).numpy(), dataset.labels
+
+
+def fit(config: RunConfig, on_epoch: EpochCallback | None = None, checkpoint_dir: str | Path | None = None,
+        out_dir: str | Path | None = None, extra: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train one model; returns the result (also written to `out_dir`/result.json, default `checkpoint_dir`).
+
+    `extra` is merged into result.json (a Ray trial adds its experiment, variant and trial id). A checkpoint
+    already in `checkpoint_dir` is resumed from; one of another configuration is an error.
+    """
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+    out_dir = Path(out_dir) if out_dir else checkpoint_dir
+    resolved = config.to_dict()
+    config_hash = config.hash()
+    result: dict[str, Any] = {
+        "format_version": RESULT_FORMAT, "status": "running", "error": None, **(extra or {}),
+        "seed": config.train.seed, "config": resolved, "config_hash": config_hash,
+        "epochs_planned": config.train.epochs, "epochs_completed": 0, "versions": versions(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    started = time.perf_counter()
+    try:
+        return _train(config, result, on_epoch, checkpoint_dir, out_dir, progress, started)
+    except BaseException as error:
+        result.update(status="failed", error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                      wall_time_s=round(time.perf_counter() - started, 3))
+        if out_dir:
+            write_json(out_dir / "result.json", result)
+        raise
+
+
+def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | None, checkpoint_dir: Path | None,
+           out_dir: Path | None, show_progress: bool, started: float) -> dict[str, Any]:
+    train = config.train
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    device = resolve_device(train.device)
+    if device.type == "cpu":
+        tune_cpu_allocator()
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if train.amp and device.type == "cuda"
+                else contextlib.nullcontext())
+    result["hardware"] = hardware(device)
+
+    train_set = load_split(config.data, "train", config.model.num_frames, train.seed)
+    val_set = load_split(config.data, "val", config.model.num_frames, train.seed)
+    steps_per_epoch = len(train_set) // train.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"train.batch_size={train.batch_size} exceeds the {len(train_set)} training clips")
+
+    _seed_everything(train.seed)
+    model = MMN(config.model)
+    result["params"] = sum(p.numel() for p in model.parameters())
+    result["gflops"] = round(count_gflops(model), 4)
+    model.to(device)
+    optimizer = _make_optimizer(model, config)
+    scheduler = warmup_cosine(optimizer, train.epochs * steps_per_epoch, train.warmup_epochs * steps_per_epoch,
+                              train.warmup_lr, train.min_lr)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    best_epoch = 0
+    elapsed_before = 0.0
+    state = load_checkpoint(checkpoint_dir, config.to_dict(), config.hash()) if checkpoint_dir else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_torch"])
+        if device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+        history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
+        elapsed_before = state["elapsed_s"]
+    first_epoch = len(history) + 1
+
+    progress = _Progress(show_progress, train.epochs)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
+    run_started = time.perf_counter()
+    for epoch in range(first_epoch, train.epochs + 1):
+        epoch_started = time.perf_counter()
+        model.train()
+        train_set.set_epoch(epoch)
+        order = _shuffle(len(train_set), train.seed, epoch)
+        total_loss = 0.0
+        for step in range(1, steps_per_epoch + 1):
+            batch = train_set.get_batch(order[(step - 1) * train.batch_size:step * train.batch_size])
+            x, index_t, labels = _to_device(batch, device)
+            with autocast:
+                loss = loss_fn(model(x, index_t), labels)
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch}, step {step}: lower train.lr "
+                                       f"(now {train.lr:g}) or check the data for NaN coordinates")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total_loss += loss_value
+            progress.step(epoch, step, steps_per_epoch, total_loss / step)
+        train_time = time.perf_counter() - epoch_started
+
+        eval_started = time.perf_counter()
+        logits, labels = predict(model, val_set, device, train.eval_batch_size, autocast)
+        eval_time = time.perf_counter() - eval_started
+        metrics = {f"val_{name}": round(value, 4) for name, value in evaluate(logits, labels, config.data.dataset).items()}
+        record = {"epoch": epoch, "train_loss": round(total_loss / steps_per_epoch, 6),
+                  "lr": optimizer.param_groups[0]["lr"], **metrics,
+                  "train_clips_per_s": round(steps_per_epoch * train.batch_size / train_time, 2),
+                  "eval_clips_per_s": round(len(val_set) / eval_time, 2),
+                  "time_s": round(time.perf_counter() - epoch_started, 3)}
+        history.append(record)
+        improved = not best or record["val_top1"] > best["val_top1"]
+        if improved:
+            best, best_epoch = record, epoch
+        progress.epoch(record)
+
+        result.update(_summary(history, best, best_epoch))
+        result["wall_time_s"] = round(elapsed_before + time.perf_counter() - run_started, 3)
+        if out_dir:
+            _write_epoch_files(out_dir, history, result, logits if improved else None, labels)
+        if checkpoint_dir:
+            save_checkpoint(checkpoint_dir, {
+                "config": config.to_dict(), "config_hash": config.hash(), "epoch": epoch,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng_torch": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "history": history, "best": best, "best_epoch": best_epoch, "elapsed_s": result["wall_time_s"],
+            })
+        if on_epoch:
+            on_epoch(record, checkpoint_dir)
+
+    result.update(status="finished", ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    result["throughput"] = {"train_clips_per_s": history[-1]["train_clips_per_s"],
+                            "eval_clips_per_s": history[-1]["eval_clips_per_s"]}
+    if out_dir:
+        write_json(out_dir / "result.json", result)
+    return result
+
+
+def _summary(history: list[dict[str, Any]], best: dict[str, Any], best_epoch: int) -> dict[str, Any]:
+    def metrics(record: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in record.items() if k.startswith("val_") or k == "train_loss"}
+
+    return {"final": metrics(history[-1]), "best": metrics(best), "best_epoch": best_epoch,
+            "epochs_completed": len(history)}
+
+
+def _write_epoch_files(out_dir: Path, history: list[dict[str, Any]], result: dict[str, Any],
+                       best_logits: np.ndarray | None, labels: np.ndarray) -> None:
+    """history.jsonl, result.json (status running) and, on a new best, the val predictions behind it."""
+    atomic_write(out_dir / "history.jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in history)),
+                 binary=False)
+    if best_logits is not None:
+        atomic_write(out_dir / "best_val_predictions.npz",
+                     lambda f: np.savez_compressed(f, logits=best_logits.astype(np.float32), labels=labels))
+    write_json(out_dir / "result.json", result)
+
+
+def load_config(path: str | Path | None, budget: str | None, assignments: list[str]) -> RunConfig:
+    """Defaults, then a budget, then a JSON/YAML config file, then key=value overrides: later wins."""
+    config = RunConfig()
+    if budget:
+        config = with_budget(config, budget)
+    if path:
+        text = Path(path).read_text()
+        values = json.loads(text) if str(path).endswith(".json") else _read_yaml(text)
+        config = apply_overrides(config, flatten(values or {}))
+    return apply_overrides(config, parse_assignments(assignments))
+
+
+def _read_yaml(text: str) -> Any:
+    import yaml  # only the command line reads YAML; the library itself takes plain dicts
+
+    return yaml.safe_load(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mmn.train",
+        description="Train one MMN model with the release's protocol. Overrides are dotted keys, e.g. "
+                    "model.msm=graph train.epochs=10 data.root=/data/ma52; `budget=quick` picks a named budget.")
+    parser.add_argument("--config", help="a YAML or JSON file of config values (nested or dotted keys)")
+    parser.add_argument("--out", default=None, help="folder for checkpoints and results (default runs/train/<hash>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    budget = None
+    assignments = []
+    for item in args.overrides:
+        if item.startswith("budget="):
+            budget = item.partition("=")[2]
+        else:
+            assignments.append(item)
+    try:
+        config = load_config(args.config, budget, assignments)
+    except (ConfigError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        if budget and budget not in BUDGETS:
+            print(f"budgets: {', '.join(BUDGETS)}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path("runs") / "train" / config.hash()
+    print(f"training {config.hash()} into {out}", file=sys.stderr)
+    try:
+        result = fit(config, checkpoint_dir=out, progress=not args.quiet)
+    except TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    best = result["best"]
+    print(f"best val top1 {best['val_top1']:.2f} (epoch {result['best_epoch']}), final "
+          f"{result['final']['val_top1']:.2f}; results in {out / 'result.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
