@@ -56,8 +56,30 @@ _MA52_ORDER = (
     17, 18, 5, 6, 19, 11, 12,
 )
 
-# MA-52's 52 action classes, in label order (Guo et al., "Benchmarking Micro-action Recognition", TCSVT 2024).
-MA52_CLASS_NAMES: tuple[str, ...] = tuple(f"action_{i:02d}" for i in range(52))  # replaced by the real names below
+# MA-52's 52 action classes, in label order (Guo et al., "Benchmarking Micro-action Recognition", TCSVT 2024), as
+# listed in the authors' label file (VUT-HFUT/Micro-Action, mar_scripts/manet/mmaction2/data/ma52/label_name.txt).
+MA52_CLASS_NAMES: tuple[str, ...] = (
+    # 0-4 body
+    "shaking body", "sitting straightly", "shrugging", "turning around", "rising up",
+    # 5-10 head
+    "bowing head", "head up", "tilting head", "turning head", "nodding", "shaking head",
+    # 11-23 upper limb
+    "scratching arms", "playing objects", "putting hands together", "rubbing hands", "pointing oneself",
+    "clenching fist", "stretching arms", "retracting arms", "waving", "spreading hands", "hands touching fingers",
+    "other finger movements", "illustrative gestures",
+    # 24-31 lower limb
+    "shaking legs", "curling legs", "spread legs", "closing legs", "crossing legs", "stretching feet",
+    "retracting feet", "tiptoe",
+    # 32-37 body-hand
+    "scratching or touching neck", "scratching or touching chest", "scratching or touching back",
+    "scratching or touching shoulder", "arms akimbo", "crossing arms",
+    # 38-47 head-hand
+    "playing or tidying hair", "scratching or touching hindbrain", "scratching or touching forehead",
+    "scratching or touching face", "rubbing eyes", "touching nose", "touching ears", "covering face",
+    "covering mouth", "pushing glasses",
+    # 48-51 leg-hand
+    "patting legs", "touching legs", "scratching legs", "scratching feet",
+)
 
 # Body-part label of each action (SPEC: "Benchmark metrics").
 MA52_BODY_NAMES = ("body", "head", "upper limb", "lower limb", "body-hand", "head-hand", "leg-hand")
@@ -80,7 +102,19 @@ _IMIGUE_BONES = (
 
 _IMIGUE_ORDER = (4, 12, 13, 14, 15, 16, 7, 17, 18, 19, 20, 21, 0, 8, 9, 10, 11, 1, 2, 5, 3, 6)
 
-IMIGUE_CLASS_NAMES: tuple[str, ...] = tuple(f"gesture_{i:02d}" for i in range(32))  # replaced by the real names below
+# iMiGUE's 32 micro-gesture classes in label order (Liu et al., CVPR 2021): the dataset's class ids 1-32 less one,
+# as MiGA's label files number them. Order and names agree across two public listings (a class-id table, and the
+# MiGA 2023 track-1 winners' label file); spelling normalised here.
+IMIGUE_CLASS_NAMES: tuple[str, ...] = (
+    "turtle neck", "bulging face or deep breath", "touching hat", "touching or scratching head",
+    "touching or scratching forehead", "covering face", "rubbing eyes", "touching or scratching facial parts",
+    "touching ears", "biting nails", "touching jaw", "touching or scratching neck", "playing or adjusting hair",
+    "buckling button, pulling shirt collar or adjusting tie", "touching or covering suprasternal notch",
+    "scratching back", "folding arms", "dusting off clothes", "putting arms behind body", "moving torso",
+    "sitting straightly", "scratching or touching arms", "rubbing or holding hands", "crossing fingers",
+    "minaret gesture", "playing or manipulating objects", "holding back arms", "head up", "pressing lips",
+    "arms akimbo", "shaking shoulders", "illustrative hand gestures",
+)
 
 
 def _layouts() -> dict[str, SkeletonLayout]:
