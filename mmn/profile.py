@@ -1,0 +1,240 @@
+"""Cost of an MMN variant: parameters, forward GFLOPs per clip, train and eval throughput.
+
+    python -m mmn.profile [--dataset ma52|imigue] [--batch 32] [--threads N] [--steps 3] [--no-throughput]
+                          [--json] [key=value ...]
+
+key=value pairs set ModelConfig fields, e.g. `msm=graph depth=2 pos_enc=none embed_dim=64`. Parameters and
+GFLOPs are cheap (the FLOPs come from a weightless forward pass on the meta device) and are the columns of the
+ablation tables; throughput runs real training steps and takes seconds to minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import difflib
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .layouts import LAYOUTS, get_layout
+from .model import MMN, ConfigError, ModelConfig
+
+
+def _model(model_or_config: nn.Module | ModelConfig) -> nn.Module:
+    return MMN(model_or_config) if isinstance(model_or_config, ModelConfig) else model_or_config
+
+
+def _config(model_or_config: nn.Module | ModelConfig) -> ModelConfig:
+    if isinstance(model_or_config, ModelConfig):
+        return model_or_config
+    config = getattr(model_or_config, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise TypeError("expected a ModelConfig or a model with a ModelConfig in its .config attribute")
+    return config
+
+
+def _inputs(config: ModelConfig, batch_size: int,
+            device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A fixed random clip batch (x, index_t, labels) in the release's input layout."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, config.in_channels, config.num_frames, config.num_joints, config.num_persons,
+                    generator=generator)
+    index_t = torch.rand(batch_size, config.num_frames, generator=generator) * 2 - 1
+    labels = torch.randint(0, config.num_classes, (batch_size,), generator=generator)
+    return x.to(device), index_t.to(device), labels.to(device)
+
+
+def count_parameters(model_or_config: nn.Module | ModelConfig) -> int:
+    """Number of parameters (buffers such as BatchNorm statistics are not counted)."""
+    return sum(p.numel() for p in _model(model_or_config).parameters())
+
+
+def count_gflops(model_or_config: nn.Module | ModelConfig) -> float:
+    """Forward GFLOPs of one clip in eval mode, as torch.utils.flop_counter counts them (2 per multiply-add).
+
+    The pass runs on a weightless copy on the meta device: FLOPs depend only on shapes, so nothing is computed
+    and the caller's model is left untouched.
+    """
+    config = _config(model_or_config)
+    own = MMN(config) if isinstance(model_or_config, ModelConfig) else copy.deepcopy(model_or_config)
+    meta = own.to("meta").eval()
+    x, index_t, _ = _inputs(config, 1, "meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta(x, index_t)
+    return counter.get_total_flops() / 1e9
+
+
+@contextmanager
+def _num_threads(threads: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def measure_throughput(model_or_config: nn.Module | ModelConfig, batch_size: int = 32, threads: int | None = None,
+                       steps: int = 3) -> dict[str, float]:
+    """Clips per second in training (forward, label-smoothing CE, backward, AdamW step) and in inference.
+
+    Each figure is the median over `steps` timed steps after one warm-up step. A given model is trained for
+    those steps (its weights change), so pass a config, or a model you no longer need.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    model = _model(model_or_config)
+    config = _config(model_or_config)
+    device = next(model.parameters()).device
+    x, index_t, labels = _inputs(config, batch_size, device)
+    was_training = model.training
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+
+    def train_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x, index_t), labels, label_smoothing=0.1)
+        loss.backward()
+        optimizer.step()
+
+    def eval_step() -> None:
+        with torch.inference_mode():
+            model(x, index_t)
+
+    def clips_per_s(step: Callable[[], None]) -> float:
+        times = []
+        for i in range(steps + 1):  # the first step warms up allocator and kernels
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i:
+                times.append(time.perf_counter() - start)
+        return batch_size / statistics.median(times)
+
+    with _num_threads(threads):
+        try:
+            model.train()
+            train = clips_per_s(train_step)
+            model.eval()
+            evaluation = clips_per_s(eval_step)
+        finally:
+            model.train(was_training)
+    return {"train_clips_per_s": train, "eval_clips_per_s": evaluation}
+
+
+def profile_model(config: ModelConfig, batch_size: int = 32, threads: int | None = None,
+                  steps: int = 3) -> dict[str, float]:
+    """params, gflops (per clip), train_clips_per_s and eval_clips_per_s of the model `config` builds."""
+    return {
+        "params": count_parameters(config),
+        "gflops": count_gflops(config),
+        **measure_throughput(config, batch_size=batch_size, threads=threads, steps=steps),
+    }
+
+
+def parse_value(text: str) -> bool | int | float | str:
+    """A command-line value: true/false, then an int, then a float, else the string itself."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """key=value strings → ModelConfig overrides; a ValueError names a malformed pair or the nearest valid key."""
+    valid = [f.name for f in dataclasses.fields(ModelConfig)]
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected key=value, got {pair!r}")
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"valid keys: {', '.join(valid)}"
+            raise ValueError(f"unknown model option {key!r}; {hint}")
+        overrides[key] = parse_value(value)
+    return overrides
+
+
+def build_config(dataset: str, overrides: dict[str, Any]) -> ModelConfig:
+    """The dataset's joints and classes, then the overrides; a ConfigError says what is wrong."""
+    layout = get_layout(dataset)
+    # ModelConfig compares its float fields with numbers, so a string there would raise a TypeError, not a
+    # ConfigError; catch it here with the same kind of message.
+    defaults = ModelConfig()
+    for name, value in overrides.items():
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(getattr(defaults, name), float) and not number:
+            raise ConfigError(f"model.{name} must be a number, got {value!r}")
+    return ModelConfig(**{"num_joints": layout.num_joints, "num_classes": layout.num_classes, **overrides})
+
+
+def format_table(config: ModelConfig, result: dict[str, float], batch_size: int, threads: int) -> str:
+    defaults = ModelConfig().to_dict()
+    changed = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
+    rows = [("parameters", f"{result['params']:,}"), ("GFLOPs / clip", f"{result['gflops']:.3f}")]
+    if "train_clips_per_s" in result:
+        rows += [("train clips/s", f"{result['train_clips_per_s']:.1f}"),
+                 ("eval clips/s", f"{result['eval_clips_per_s']:.1f}")]
+    width = max(len(name) for name, _ in rows)
+    value_width = max(len(value) for _, value in rows)
+    header = "MMN " + (" ".join(f"{k}={v}" for k, v in changed.items()) or "(release defaults)")
+    lines = [header] + [f"  {name:<{width}}  {value:>{value_width}}" for name, value in rows]
+    if "train_clips_per_s" in result:
+        lines.append(f"  (batch {batch_size}, fp32, {threads} threads, median after a warm-up step)")
+    return "\n".join(lines)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mmn.profile", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="ModelConfig fields to change")
+    parser.add_argument("--dataset", choices=sorted(LAYOUTS), default="ma52",
+                        help="sets num_joints and num_classes (default ma52)")
+    parser.add_argument("--batch", type=_positive_int, default=32, help="clips per throughput step (default 32)")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--steps", type=_positive_int, default=3, help="timed steps per throughput figure (default 3)")
+    parser.add_argument("--no-throughput", action="store_true", help="only parameters and GFLOPs (fast)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    try:
+        config = build_config(args.dataset, parse_overrides(args.overrides))
+    except ValueError as error:  # ConfigError included
+        print(f"mmn.profile: error: {error}", file=sys.stderr)
+        return 2
+    if args.no_throughput:
+        result: dict[str, float] = {"params": count_parameters(config), "gflops": count_gflops(config)}
+    else:
+        result = profile_model(config, batch_size=args.batch, threads=args.threads, steps=args.steps)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(format_table(config, result, args.batch, args.threads or torch.get_num_threads()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
