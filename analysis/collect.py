@@ -1,0 +1,341 @@
+"""Read an experiment folder into one tidy table, and the other files analysis needs from it. Reads only.
+
+The folder may be given as a local path, a file:// URI or any URI pyarrow.fs understands (s3://...), i.e. the
+storage URI the experiment ran with; all access goes through pyarrow.fs, never Ray.
+
+The table has two kinds of row, told apart by the column "row":
+- "summary": one per trial, from its result.json; "epoch" is <NA>. These come first, ordered by trial folder.
+- "epoch": one per trial and epoch, from the history.jsonl beside it; then these, in the same trial order.
+Trial identity (experiment, trial_dir, trial_id, config_hash, variant, one column per factor named by its dotted
+key, seed, status, search_phase) is filled on both kinds. Measurements are filled on their own kind only: summary
+rows hold error, params, gflops, throughput_*, final_*, best_*, best_epoch, epochs_*, wall_time_s, started, ended,
+search_study, search_trial and has_predictions; epoch rows hold history's keys (train_loss, lr, val_top1, ...).
+`variant` is the canonical JSON of the variant's settings (see columns.variant_key); trial_dir is the trial's folder
+relative to the experiment folder.
+"""
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import posixpath
+import tempfile
+import uuid
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+import pandas as pd
+import pyarrow.fs as pafs
+
+from .columns import variant_key
+
+FORMAT_VERSION = 1
+RESULT_FILE = "result.json"
+HISTORY_FILE = "history.jsonl"
+PREDICTIONS_FILE = "best_val_predictions.npz"
+STUDY_FILE = "study.journal"
+UNREADABLE = "unreadable result.json"
+
+# Reads are I/O bound (local disk or object store); threads overlap them while the main thread parses.
+_READ_THREADS = 8
+_INTEGER_COLUMNS = ("seed", "epoch", "best_epoch", "epochs_completed", "epochs_planned", "search_trial", "params")
+
+
+class ExperimentError(ValueError):
+    """The folder is not an experiment this version can read (missing, malformed or from a newer version)."""
+
+
+@dataclass(frozen=True)
+class ExperimentInfo:
+    """experiment.json, with defaults filled in."""
+
+    location: str  # the path or URI it was read from
+    name: str
+    description: str
+    factors: dict[str, list[Any]]
+    factor_labels: dict[str, str]
+    reference: dict[str, Any] | None  # the full model's settings
+    metric: str  # result key that selects the best trial, e.g. "val_top1"
+    mode: str  # "max" or "min"
+    seeds: list[int]
+    dataset: str
+
+    def variants(self) -> list[dict[str, Any]]:
+        """Every variant of the factor grid in spec order, the reference first."""
+        grid = [dict(zip(self.factors, values)) for values in itertools.product(*self.factors.values())]
+        if self.reference is not None:
+            grid.sort(key=lambda variant: variant_key(variant) != variant_key(self.reference))
+        return grid
+
+
+def _filesystem(location: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+    text = os.fspath(location)
+    if "://" not in text:
+        text = os.path.abspath(text)  # FileSystem.from_uri takes URIs and absolute paths only
+    filesystem, root = pafs.FileSystem.from_uri(text)
+    return filesystem, root.rstrip("/")
+
+
+def _read(filesystem: pafs.FileSystem, path: str) -> bytes | None:
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return None
+
+
+def _check_format(record: dict[str, Any], where: str) -> None:
+    version = record.get("format_version")
+    if not isinstance(version, int):
+        raise ExperimentError(f"{where} has no integer format_version; it was not written by mmn-ablate")
+    if version > FORMAT_VERSION:
+        raise ExperimentError(f"{where} was written by a newer version (format {version}); upgrade mmn-ablate")
+
+
+def read_experiment(location: str | os.PathLike[str]) -> ExperimentInfo:
+    """Read and check `location`/experiment.json; ExperimentError if missing, invalid or newer than this version."""
+    filesystem, root = _filesystem(location)
+    where = f"{os.fspath(location)}/experiment.json"
+    data = _read(filesystem, f"{root}/experiment.json")
+    if data is None:
+        raise ExperimentError(f"no experiment at {os.fspath(location)}: experiment.json not found")
+    try:
+        meta = json.loads(data)
+    except ValueError as error:
+        raise ExperimentError(f"{where} is not valid JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise ExperimentError(f"{where} must hold a JSON object")
+    _check_format(meta, where)
+    factors = dict(meta.get("factors") or {})
+    return ExperimentInfo(
+        location=os.fspath(location),
+        name=str(meta.get("name") or posixpath.basename(root)),
+        description=str(meta.get("description") or ""),
+        factors=factors,
+        factor_labels={key: str((meta.get("factor_labels") or {}).get(key, key)) for key in factors},
+        reference=meta.get("reference"),
+        metric=str(meta.get("metric") or "val_top1"),
+        mode=str(meta.get("mode") or "max"),
+        seeds=list(meta.get("seeds") or []),
+        dataset=str(meta.get("dataset") or ""),
+    )
+
+
+def _read_all(filesystem: pafs.FileSystem, paths: list[str]) -> list[bytes | None]:
+    # A few large chunks, not a future per file: on a local disk the per-future overhead outweighs the overlap.
+    size = max(1, -(-len(paths) // (4 * _READ_THREADS)))
+    chunks = [paths[start:start + size] for start in range(0, len(paths), size)]
+    with ThreadPoolExecutor(_READ_THREADS) as pool:
+        return [data for chunk in pool.map(lambda chunk: [_read(filesystem, path) for path in chunk], chunks)
+                for data in chunk]
+
+
+def _is_foreign(data: bytes, beside_history: bool) -> bool:
+    """Whether an unparseable result.json is someone else's: Ray Tune writes its own, one JSON object per line."""
+    if beside_history:
+        return False  # our trial folder: the file is our own, cut short
+    first_line = data.split(b"\n", 1)[0]
+    if not first_line.strip():
+        return True  # Ray creates its result.json empty before a trial's first report
+    try:
+        first = json.loads(first_line)
+    except ValueError:
+        return False
+    return isinstance(first, dict) and "config_hash" not in first
+
+
+def _summary_row(record: dict[str, Any], trial_dir: str, has_predictions: bool) -> dict[str, Any]:
+    search = record.get("search") or {}
+    variant = record.get("variant")
+    row: dict[str, Any] = {
+        "trial_dir": trial_dir,
+        "trial_id": record.get("trial_id"),
+        "config_hash": record.get("config_hash"),
+        "variant": None if variant is None else variant_key(variant),
+        "seed": record.get("seed"),
+        "status": record.get("status"),
+        "error": record.get("error"),
+        "search_study": search.get("study"),
+        "search_trial": search.get("optuna_trial"),
+        "search_phase": search.get("phase"),
+        "row": "summary",
+        "params": record.get("params"),
+        "gflops": record.get("gflops"),
+        "best_epoch": record.get("best_epoch"),
+        "epochs_completed": record.get("epochs_completed"),
+        "epochs_planned": record.get("epochs_planned"),
+        "wall_time_s": record.get("wall_time_s"),
+        "started": record.get("started"),
+        "ended": record.get("ended"),
+        "has_predictions": has_predictions,
+    }
+    row.update({f"throughput_{key}": value for key, value in (record.get("throughput") or {}).items()})
+    for phase in ("final", "best"):
+        row.update({f"{phase}_{key}": value for key, value in (record.get(phase) or {}).items()})
+    row.update(variant or {})
+    return row
+
+
+def _parse_history(data: bytes, path: str, bad: list[str]) -> list[dict[str, Any]]:
+    lines = [line for line in data.splitlines() if line.strip()]
+    try:
+        # One parse per file, as a JSON array: about three times faster than a json.loads per line.
+        return json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        pass
+    parsed = []
+    for line in lines:
+        try:
+            parsed.append(json.loads(line))
+        except ValueError:
+            bad.append(path)  # a running trial may be mid-write on its last line
+    return parsed
+
+
+def collect(location: str | os.PathLike[str]) -> pd.DataFrame:
+    """The tidy table of the experiment at `location` (see the module docstring for its rows and columns).
+
+    A result.json that is not valid JSON counts as a failed trial with error "unreadable result.json", and one
+    warning lists every such file. Files named result.json without "format_version" and "config_hash" are not ours
+    (Ray's own logs) and are skipped. ExperimentError if experiment.json or a result is from a newer version.
+    """
+    info = read_experiment(location)
+    filesystem, root = _filesystem(location)
+    files = {entry.path for entry in filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+             if entry.type == pafs.FileType.File}
+    result_paths = sorted(path for path in files if posixpath.basename(path) == RESULT_FILE)
+
+    summaries: list[dict[str, Any]] = []
+    folders: list[str] = []
+    factors = dict.fromkeys(info.factors)  # ordered set: the spec's factors, then any others the trials name
+    unreadable: list[str] = []
+    for path, data in zip(result_paths, _read_all(filesystem, result_paths)):
+        folder = posixpath.dirname(path)
+        try:
+            record = json.loads(data or b"")
+        except ValueError:
+            if _is_foreign(data or b"", f"{folder}/{HISTORY_FILE}" in files):
+                continue
+            unreadable.append(path)
+            record = {"format_version": FORMAT_VERSION, "config_hash": None, "status": "failed", "error": UNREADABLE}
+        if not isinstance(record, dict) or "format_version" not in record or "config_hash" not in record:
+            continue
+        _check_format(record, path)
+        factors.update(dict.fromkeys(record.get("variant") or {}))
+        # Paths listed under root start with root + "/": slicing is far cheaper than posixpath.relpath.
+        trial_dir = folder[len(root) + 1:] or "."
+        summaries.append(_summary_row(record, trial_dir, f"{folder}/{PREDICTIONS_FILE}" in files))
+        folders.append(folder)
+    if unreadable:
+        warnings.warn(f"{len(unreadable)} unreadable result.json (invalid JSON), counted as failed trials: "
+                      + ", ".join(unreadable), stacklevel=2)
+
+    identity = ["experiment", "trial_dir", "trial_id", "config_hash", "variant", *factors, "seed", "status",
+                "search_phase"]
+    summary = pd.DataFrame.from_records(summaries)
+    summary["experiment"] = info.name
+    # Every documented column exists even when no trial does, so callers can filter without checking.
+    columns = [*identity, "row", "epoch", *_summary_row({}, "", False)]
+    summary = summary.reindex(columns=list(dict.fromkeys([*columns, *summary.columns])))
+    table = pd.concat([summary, _epoch_rows(filesystem, files, folders, summary[identity])], ignore_index=True)
+    for column in _INTEGER_COLUMNS:
+        table[column] = table[column].astype("Int64")
+    table["has_predictions"] = table["has_predictions"].astype("boolean")
+    return table
+
+
+def _epoch_rows(filesystem: pafs.FileSystem, files: set[str], folders: list[str],
+                identity: pd.DataFrame) -> pd.DataFrame:
+    """history.jsonl of each trial (row i of `identity` lives in folders[i]), one row per line."""
+    owners = [i for i, folder in enumerate(folders) if f"{folder}/{HISTORY_FILE}" in files]
+    paths = [f"{folders[i]}/{HISTORY_FILE}" for i in owners]
+    records: list[dict[str, Any]] = []
+    record_owner: list[int] = []
+    bad: list[str] = []
+    for owner, path, data in zip(owners, paths, _read_all(filesystem, paths)):
+        lines = _parse_history(data or b"", path, bad)
+        records.extend(lines)
+        record_owner.extend([owner] * len(lines))
+    if bad:
+        warnings.warn(f"skipped unreadable lines in {len(set(bad))} history.jsonl: {', '.join(sorted(set(bad)))}",
+                      stacklevel=3)
+    # Built column-wise once: repeating the trial's identity by index is far cheaper than per-row dicts.
+    epochs = pd.DataFrame.from_records(records) if records else pd.DataFrame({"epoch": []})
+    owned = identity.iloc[record_owner].reset_index(drop=True)
+    return pd.concat([owned, epochs.assign(row="epoch")], axis=1)
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    # A unique name beside the target (not mkstemp, whose 0600 mode the result would keep).
+    temporary = str(path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp"))
+    try:
+        write(temporary)
+        os.replace(temporary, path)  # readers see the old file or the new one, never a half-written one
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _parquet_ready(table: pd.DataFrame) -> pd.DataFrame:
+    """Parquet columns hold one type: a factor mixing e.g. strings and booleans is stored as text."""
+    mixed = [column for column in table.columns if table[column].dtype == object
+             and len({type(value) for value in table[column].dropna()}) > 1]
+    return table.assign(**{column: table[column].map(str, na_action="ignore") for column in mixed})
+
+
+def save_table(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Write `table` as out_dir/results.parquet and out_dir/results.csv, each atomically; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        _atomic_write(out / "results.parquet", lambda path: _parquet_ready(table).to_parquet(path, index=False)),
+        _atomic_write(out / "results.csv", lambda path: table.to_csv(path, index=False)),
+    ]
+
+
+def read_bytes(location: str | os.PathLike[str], relative_path: str) -> bytes | None:
+    """The content of `relative_path` inside the experiment folder, or None if there is no such file."""
+    filesystem, root = _filesystem(location)
+    return _read(filesystem, f"{root}/{relative_path}")
+
+
+def load_predictions(location: str | os.PathLike[str], trial_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(logits (N, K), labels (N,)) at the best epoch of the trial in `trial_dir`, or None if it saved none."""
+    data = read_bytes(location, f"{trial_dir}/{PREDICTIONS_FILE}")
+    if data is None:
+        return None
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        return arrays["logits"], arrays["labels"]
+
+
+def load_studies(location: str | os.PathLike[str]) -> list[optuna.Study]:
+    """Every Optuna study in the experiment's study.journal (none without one), copied into memory.
+
+    The journal is copied to a temporary file first: Optuna's file backend opens its file for appending, which
+    would fail on a read-only copy and must never touch a journal a running experiment is writing.
+    """
+    data = read_bytes(location, STUDY_FILE)
+    if data is None:
+        return []
+    studies = []
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # copying would log "A new study created" per study
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder, STUDY_FILE)
+            path.write_bytes(data)
+            journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+            for name in optuna.study.get_all_study_names(journal):
+                memory = optuna.storages.InMemoryStorage()
+                optuna.copy_study(from_study_name=name, from_storage=journal, to_storage=memory)
+                studies.append(optuna.load_study(study_name=name, storage=memory))
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    return studies

@@ -1,0 +1,243 @@
+"""The ablation table as LaTeX (booktabs) and GitHub Markdown, from `stats.summarize`; and the failed-trial list.
+
+One column per factor (switches as check marks, other values as text), one per metric as mean ± std over seeds
+with the best mean in bold and significance marks against the reference, then Params (M) and GFLOPs. Several
+experiments share one table, their rows grouped under a header row per experiment.
+
+The LaTeX needs only booktabs and amssymb (standard TeX Live: Debian's texlive-latex-base and
+texlive-latex-recommended): put LATEX_PREAMBLE in the document's preamble.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import pandas as pd
+
+from .collect import ExperimentInfo
+from .columns import METRICS, value_text, variant_label
+from .stats import significance_note, stars
+
+# \providecommand: a document that already defines \cmark / \xmark (often with pifont's \ding) keeps its own.
+LATEX_PREAMBLE = r"""\usepackage{booktabs}
+\usepackage{amssymb}
+\providecommand{\cmark}{\ensuremath{\checkmark}}
+\providecommand{\xmark}{\ensuremath{\times}}
+"""
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_PATTERN = re.compile("|".join(map(re.escape, _LATEX_SPECIAL)))
+_MARKDOWN_PATTERN = re.compile(r"([\\`*_|<>\[\]])")
+
+
+def escape_latex(text: str) -> str:
+    """`text` with LaTeX's special characters escaped, to typeset as written."""
+    return _LATEX_PATTERN.sub(lambda match: _LATEX_SPECIAL[match.group()], text)
+
+
+def escape_markdown(text: str) -> str:
+    """`text` with the characters that Markdown tables or emphasis would interpret escaped."""
+    return _MARKDOWN_PATTERN.sub(r"\\\1", text).replace("\n", " ")
+
+
+@dataclass(frozen=True)
+class _Cell:
+    mean: float
+    std: float
+    bold: bool
+    stars: str
+
+
+@dataclass(frozen=True)
+class _Row:
+    settings: dict[str, Any]
+    is_reference: bool
+    cells: list[_Cell]
+    params_m: float
+    gflops: float
+
+
+@dataclass(frozen=True)
+class _Layout:
+    factors: list[str]  # dotted keys, the union over experiments in order of appearance
+    factor_headers: list[str]
+    groups: list[tuple[ExperimentInfo, list[_Row]]]
+    notes: list[str]  # plain sentences, without the final full stop
+
+
+def _layout(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metrics: Sequence[str]) -> _Layout:
+    factors = list(dict.fromkeys(key for info in experiments for key in info.factors))
+    headers = {}
+    for info in experiments:
+        for key in info.factors:
+            headers.setdefault(key, info.factor_labels.get(key, key))
+    groups = []
+    notes = []
+    for info in experiments:
+        rows = summary[summary["experiment"] == info.name]
+        best = {}
+        for metric in metrics:
+            spec = METRICS[metric]
+            means = rows.loc[rows["metric"] == metric, "mean"].dropna()
+            # Bold compares what the reader sees (the printed digits), when there is something to compare with.
+            if len(means) >= 2:
+                best[metric] = _number(means.max() if spec.higher_is_better else means.min(), spec.decimals)
+        table_rows = []
+        for key, variant_rows in rows.groupby("variant", sort=False):
+            by_metric = variant_rows.set_index("metric")
+            cells = []
+            for metric in metrics:
+                row = by_metric.loc[metric]
+                shown = _number(row["mean"], METRICS[metric].decimals)
+                cells.append(_Cell(row["mean"], row["std"], shown is not None and shown == best.get(metric),
+                                   "" if row["is_reference"] else stars(row["p_holm"])))
+            first = variant_rows.iloc[0]
+            table_rows.append(_Row(json.loads(key), bool(first["is_reference"]), cells, first["params_m"],
+                                   first["gflops"]))
+        groups.append((info, table_rows))
+        note = significance_note(rows, info.name)
+        if note:
+            notes.append(note[0].upper() + note[1:] if len(experiments) == 1 else f"{info.name}: {note}")
+    return _Layout(factors, [headers[key] for key in factors], groups, notes)
+
+
+def _marked_column(row: _Row, layout: _Layout) -> int:
+    """Where the reference mark goes: the row's first factor cell that is not empty (its experiment's first)."""
+    return next((i for i, key in enumerate(layout.factors) if key in row.settings), 0)
+
+
+def _number(value: float, decimals: int) -> str | None:
+    return None if value is None or math.isnan(value) else f"{value:.{decimals}f}"
+
+
+def _default_caption(experiments: Sequence[ExperimentInfo]) -> str:
+    if len(experiments) == 1:
+        info = experiments[0]
+        return (info.description or f"Ablation {info.name}").rstrip(".")
+    return "Ablations " + ", ".join(info.name for info in experiments)
+
+
+# LaTeX
+
+def _latex_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return r"\cmark" if value else r"\xmark"
+    return escape_latex(value_text(value))
+
+
+def _latex_cell(cell: _Cell, decimals: int) -> str:
+    mean = _number(cell.mean, decimals)
+    if mean is None:
+        return "---"
+    text = rf"\textbf{{{mean}}}" if cell.bold else mean
+    std = _number(cell.std, decimals)
+    if std is not None:
+        text += rf"{{\scriptsize$\pm${std}}}"
+    return text + (rf"$^{{{cell.stars}}}$" if cell.stars else "")
+
+
+def latex_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metrics: Sequence[str], *,
+                phase: str = "best", caption: str | None = None, label: str | None = None) -> str:
+    """A booktabs `table` environment (needs LATEX_PREAMBLE). `caption` is plain text (escaped here); the notes
+    on what the cells mean and on missing tests are appended to it. `label` defaults to tab:<experiment names>.
+    """
+    layout = _layout(summary, experiments, metrics)
+    factor_headers = layout.factor_headers or ["Variant"]
+    headers = ([escape_latex(header) for header in factor_headers]
+               + [escape_latex(METRICS[metric].header) for metric in metrics] + ["Params (M)", "GFLOPs"])
+    width = len(headers)
+    lines = [r"\begin{tabular}{" + "l" * len(factor_headers) + "c" * len(metrics) + "rr}", r"\toprule",
+             " & ".join(headers) + r" \\", r"\midrule"]
+    for index, (info, rows) in enumerate(layout.groups):
+        if index:
+            lines.append(r"\midrule")
+        if len(layout.groups) > 1:
+            lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{escape_latex(info.name)}}}}} \\")
+        for row in rows:
+            factors = ([_latex_value(row.settings[key]) if key in row.settings else "" for key in layout.factors]
+                       or ["default"])
+            if row.is_reference:
+                factors[_marked_column(row, layout)] += r"\textsuperscript{\dag}"
+            cells = [_latex_cell(cell, METRICS[metric].decimals) for cell, metric in zip(row.cells, metrics)]
+            costs = [_number(row.params_m, 2) or "---", _number(row.gflops, 2) or "---"]
+            lines.append(" & ".join(factors + cells + costs) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+
+    moment = "best" if phase == "best" else "last"
+    text = escape_latex(caption or _default_caption(experiments)) + (
+        rf". Validation metrics at the {moment} epoch, mean{{\scriptsize$\pm$}}std over seeds; best in bold; "
+        r"\dag{} reference; $^{*}$ $p<0.05$, $^{**}$ $p<0.01$ against the reference (paired $t$-test over seeds, "
+        r"Holm-corrected).")
+    text += "".join(f" {escape_latex(note)}." for note in layout.notes)
+    names = "-".join(info.name for info in experiments)
+    label = label or "tab:" + re.sub(r"[^A-Za-z0-9:_-]+", "-", names)
+    return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{text}}}", rf"\label{{{label}}}",
+                      *lines, r"\end{table}", ""])
+
+
+# Markdown
+
+def _markdown_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "✓" if value else "✗"
+    return escape_markdown(value_text(value))
+
+
+def _markdown_cell(cell: _Cell, decimals: int) -> str:
+    mean = _number(cell.mean, decimals)
+    if mean is None:
+        return "—"
+    text = f"**{mean}**" if cell.bold else mean
+    std = _number(cell.std, decimals)
+    if std is not None:
+        text += f" ± {std}"
+    return text + (" " + escape_markdown(cell.stars) if cell.stars else "")
+
+
+def markdown_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metrics: Sequence[str], *,
+                   phase: str = "best", caption: str | None = None) -> str:
+    """The same table as GitHub Markdown: the caption above it, the notes below."""
+    layout = _layout(summary, experiments, metrics)
+    factor_headers = layout.factor_headers or ["Variant"]
+    headers = ([escape_markdown(header) for header in factor_headers]
+               + [escape_markdown(METRICS[metric].header) for metric in metrics] + ["Params (M)", "GFLOPs"])
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + ":---|" * len(factor_headers) + "---:|" * (len(metrics) + 2)]
+    for info, rows in layout.groups:
+        if len(layout.groups) > 1:
+            lines.append(f"| **{escape_markdown(info.name)}** |" + " |" * (len(headers) - 1))
+        for row in rows:
+            factors = ([_markdown_value(row.settings[key]) if key in row.settings else "" for key in layout.factors]
+                       or ["default"])
+            if row.is_reference:
+                factors[_marked_column(row, layout)] += " †"
+            cells = [_markdown_cell(cell, METRICS[metric].decimals) for cell, metric in zip(row.cells, metrics)]
+            costs = [_number(row.params_m, 2) or "—", _number(row.gflops, 2) or "—"]
+            lines.append("| " + " | ".join(factors + cells + costs) + " |")
+
+    moment = "best" if phase == "best" else "last"
+    notes = [f"Validation metrics at the {moment} epoch, mean ± std over seeds; best in bold; † reference; "
+             "\\* p < 0.05, \\*\\* p < 0.01 against the reference (paired t-test over seeds, Holm-corrected)."]
+    notes += [escape_markdown(note) + "." for note in layout.notes]
+    title = escape_markdown(caption or _default_caption(experiments))
+    return "\n".join([f"**{title}**", "", *lines, "", *notes, ""])
+
+
+def markdown_failed(failed: pd.DataFrame, experiments: Sequence[ExperimentInfo]) -> str:
+    """The trials that did not finish (from `stats.failed_trials`) as a Markdown list table."""
+    labels = {info.name: info.factor_labels for info in experiments}
+    lines = ["| Experiment | Variant | Seed | Status | Error | Phase | Rerun finished | Trial folder |",
+             "|:---|:---|---:|:---|:---|:---|:---|:---|"]
+    for row in failed.itertuples(index=False):
+        variant = ("unknown (unreadable result.json)" if not isinstance(row.variant, str)
+                   else variant_label(json.loads(row.variant), labels.get(row.experiment, {})))
+        cells = [row.experiment, variant, "—" if pd.isna(row.seed) else str(row.seed), row.status,
+                 "" if not isinstance(row.error, str) else row.error,
+                 row.search_phase if isinstance(row.search_phase, str) else "", "yes" if row.rerun_finished else "no",
+                 row.trial_dir]
+        lines.append("| " + " | ".join(escape_markdown(str(cell)) for cell in cells) + " |")
+    return "\n".join([f"**Trials that did not finish ({len(failed)})**", "", *lines, ""])

@@ -1,0 +1,196 @@
+"""Fake experiment folders written exactly per the runner's contract (experiment.json, result.json, history.jsonl,
+best_val_predictions.npz, study.journal), for the analysis tests and the scale benchmark.
+
+Trial folders are nested the way Ray names them (trials/<run>/<trainable>_<id>_<n>_<settings>/...), some a level
+deeper, and one holds a Ray-style result.json (JSON lines without our keys) that analysis must ignore.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import optuna
+
+FACTORS: dict[str, list[Any]] = {"model.msm": ["released", "off"], "model.mtm": [True, False]}
+FACTOR_LABELS = {"model.msm": "MSM", "model.mtm": "MTM"}
+REFERENCE: dict[str, Any] = {"model.msm": "released", "model.mtm": True}
+MA52_KEYS = ("val_top1", "val_top5", "val_body_top1", "val_f1_micro", "val_f1_macro", "val_body_f1_micro",
+             "val_body_f1_macro", "val_f1_mean")
+IMIGUE_KEYS = ("val_top1", "val_top5", "val_f1_micro", "val_f1_macro")
+
+
+def default_score(variant: Mapping[str, Any], seed: int) -> float:
+    """Top-1 of a variant and seed: switching a module off costs accuracy; seeds scatter by a variant-specific
+    amount, so paired differences are not constant (a constant difference has no t statistic)."""
+    base = 60.0 - 2.0 * (variant.get("model.msm") == "off") - 3.0 * (variant.get("model.mtm") is False)
+    shift = sum(len(str(value)) for value in variant.values())
+    return round(base + 0.2 * (((seed + 1) * (shift + 3)) % 7) - 0.6, 2)
+
+
+# A hand-worked ablation (test_analysis_stats derives its statistics): best-epoch Top-1 for seeds 0, 1, 2.
+NO_MTM: dict[str, Any] = {"model.msm": "released", "model.mtm": False}
+NO_MSM: dict[str, Any] = {"model.msm": "off", "model.mtm": True}
+NEITHER: dict[str, Any] = {"model.msm": "off", "model.mtm": False}
+HAND_TOP1 = {
+    json.dumps(REFERENCE, sort_keys=True): [60.0, 61.0, 62.0],  # mean 61, std 1
+    json.dumps(NO_MTM, sort_keys=True): [58.0, 58.5, 60.0],  # differences to the reference -2, -2.5, -2
+    json.dumps(NO_MSM, sort_keys=True): [59.0, 61.0, 61.0],  # differences -1, 0, -1
+    json.dumps(NEITHER, sort_keys=True): [55.0, 99.0, 56.0],  # tests fail seed 1: its 99 must never count
+}
+
+
+def hand_score(variant: Mapping[str, Any], seed: int) -> float:
+    return HAND_TOP1[json.dumps(dict(variant), sort_keys=True)][seed]
+
+
+def metric_values(top1: float, dataset: str = "ma52") -> dict[str, float]:
+    """Every validation metric of the contract, derived from Top-1 (top5 = top1 + 20, body_top1 = top1 + 15...)."""
+    keys = MA52_KEYS if dataset == "ma52" else IMIGUE_KEYS
+    offsets = {"val_top1": 0.0, "val_top5": 20.0, "val_body_top1": 15.0, "val_f1_micro": 0.0, "val_f1_macro": -5.0,
+               "val_body_f1_micro": 15.0, "val_body_f1_macro": 10.0, "val_f1_mean": 5.0}
+    return {key: min(100.0, round(top1 + offsets[key], 2)) for key in keys}
+
+
+def write_experiment_json(root: Path, *, name: str = "msm_mtm", factors: Mapping[str, list[Any]] = FACTORS,
+                          factor_labels: Mapping[str, str] = FACTOR_LABELS,
+                          reference: Mapping[str, Any] | None = REFERENCE, seeds: Iterable[int] = (0, 1, 2),
+                          dataset: str = "ma52", format_version: int = 1,
+                          description: str = "MSM and MTM on and off") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    meta = {"format_version": format_version, "name": name, "description": description, "factors": dict(factors),
+            "factor_labels": dict(factor_labels), "reference": None if reference is None else dict(reference),
+            "metric": "val_top1", "mode": "max", "seeds": list(seeds), "dataset": dataset, "budget": "quick",
+            "created": "2025-01-01T00:00:00+00:00"}
+    (root / "experiment.json").write_text(json.dumps(meta, indent=2))
+    (root / "spec.yaml").write_text(f"name: {name}\n")
+    return root
+
+
+def result_record(experiment: str, variant: Mapping[str, Any], seed: int, top1: float, *, epochs: int = 3,
+                  status: str = "finished", error: str | None = None, dataset: str = "ma52",
+                  search: Mapping[str, Any] | None = None, trial_id: str = "t0000",
+                  params: int = 1_325_186, gflops: float = 2.73) -> dict[str, Any]:
+    """A result.json as the runner writes it. The best epoch is the last; final metrics are 0.5 points lower."""
+    best = metric_values(top1, dataset)
+    final = {key: round(value - 0.5, 2) for key, value in best.items()}
+    done = epochs if status == "finished" else max(epochs // 2, 1)
+    return {
+        "format_version": 1, "status": status, "error": error, "trial_id": trial_id, "experiment": experiment,
+        "variant": dict(variant), "seed": seed,
+        "config": {"model": {"msm": variant.get("model.msm"), "mtm": variant.get("model.mtm")},
+                   "data": {"dataset": dataset}, "train": {"epochs": epochs, "seed": seed}},
+        "config_hash": hashlib.sha256(f"{json.dumps(dict(variant), sort_keys=True)}/{seed}".encode()).hexdigest()[:16],
+        "final": {**final, "train_loss": 1.23}, "best": {**best, "train_loss": 1.3}, "best_epoch": done,
+        "epochs_completed": done, "epochs_planned": epochs, "params": params, "gflops": gflops,
+        "throughput": {"train_clips_per_s": 11.6, "eval_clips_per_s": 42.0},
+        "search": None if search is None else dict(search),
+        "versions": {"python": "3.11", "torch": "2.13.0", "mmn": "0.1.0"},
+        "hardware": {"device": "cpu", "threads": 2}, "wall_time_s": 12.5,
+        "started": "2025-01-01T00:00:00+00:00", "ended": f"2025-01-01T00:{seed % 60:02d}:00+00:00",
+    }
+
+
+def history_lines(top1: float, epochs: int, dataset: str = "ma52") -> list[dict[str, Any]]:
+    """Per-epoch metrics rising linearly to `top1` at the last epoch."""
+    lines = []
+    for epoch in range(1, epochs + 1):
+        values = metric_values(top1 * epoch / epochs, dataset)
+        lines.append({"epoch": epoch, "train_loss": round(4.0 - 2.5 * epoch / epochs, 3), "lr": 0.001,
+                      **{key: values[key] for key in ("val_top1", "val_top5", "val_body_top1", "val_f1_mean")
+                         if key in values}, "time_s": 12.3})
+    return lines
+
+
+def fake_predictions(top1: float, num_classes: int = 52, per_class: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """Validation logits whose argmax is right for about `top1` percent of the clips, every class present."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(num_classes), per_class).astype(np.int64)
+    logits = rng.normal(size=(len(labels), num_classes)).astype(np.float32)
+    right = rng.random(len(labels)) < top1 / 100
+    logits[np.flatnonzero(right), labels[right]] += 10.0
+    return {"logits": logits, "labels": labels}
+
+
+def write_trial(experiment_dir: Path, trial_dir: str, record: Mapping[str, Any] | str,
+                history: list[dict[str, Any]] | None = None,
+                predictions: Mapping[str, np.ndarray] | None = None) -> Path:
+    """One trial folder; `record` given as a string is written verbatim (to fake a corrupt file)."""
+    folder = experiment_dir / trial_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    text = record if isinstance(record, str) else json.dumps(record, indent=2)
+    (folder / "result.json").write_text(text)
+    if history is not None:
+        (folder / "history.jsonl").write_text("".join(json.dumps(line) + "\n" for line in history))
+    if predictions is not None:
+        np.savez(folder / "best_val_predictions.npz", **predictions)
+    return folder
+
+
+def ray_trial_dir(name: str, variant: Mapping[str, Any], seed: int, index: int) -> str:
+    """A folder name like Ray's; every third trial one level deeper, as a trainable's own subfolder would be."""
+    settings = ",".join(f"{key}={value}" for key, value in variant.items())
+    folder = f"trials/{name}_2025-01-01_00-00-00/trainable_{index:05x}_{index}_{settings},seed={seed}"
+    return f"{folder}/artifacts" if index % 3 == 2 else folder
+
+
+def write_study(experiment_dir: Path, study_name: str, n_trials: int, seed: int = 0) -> None:
+    """A tuned study in experiment_dir/study.journal: lr dominates the objective, dropout matters a little."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(experiment_dir / "study.journal")))
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
+                                sampler=optuna.samplers.RandomSampler(seed=seed))
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("train.lr", 1e-4, 1e-1, log=True)
+        dropout = trial.suggest_float("model.dropout", 0.0, 0.5)
+        depth = trial.suggest_int("model.depth", 2, 6)
+        return 60 - 4 * abs(math.log10(lr) + 2.5) - 2 * dropout + 0.05 * depth
+
+    study.optimize(objective, n_trials=n_trials)
+
+
+def make_experiment(root: Path, *, name: str = "msm_mtm", seeds: Iterable[int] = (0, 1, 2), epochs: int = 3,
+                    score: Callable[[Mapping[str, Any], int], float] = default_score,
+                    factors: Mapping[str, list[Any]] = FACTORS, factor_labels: Mapping[str, str] = FACTOR_LABELS,
+                    reference: Mapping[str, Any] | None = REFERENCE, dataset: str = "ma52",
+                    failed: Iterable[tuple[Mapping[str, Any], int]] = (), predictions: bool = False,
+                    study_trials: int = 0) -> Path:
+    """A finished experiment: every variant of the grid on every seed, plus extras.
+
+    failed: (variant, seed) pairs whose trial failed (status "failed", an error, no best predictions).
+    predictions: write best_val_predictions.npz for finished trials. study_trials: also write a tuned study
+    with this many trials in study.journal, for the reference variant.
+    """
+    experiment_dir = write_experiment_json(root / name, name=name, factors=factors, factor_labels=factor_labels,
+                                           reference=reference, seeds=seeds, dataset=dataset)
+    failures = {(json.dumps(dict(variant), sort_keys=True), seed) for variant, seed in failed}
+    num_classes = 52 if dataset == "ma52" else 32
+    index = 0
+    for values in itertools.product(*factors.values()):
+        variant = dict(zip(factors, values))
+        for seed in seeds:
+            top1 = score(variant, seed)
+            is_failed = (json.dumps(variant, sort_keys=True), seed) in failures
+            # Each module switched off saves some parameters and FLOPs, so cost plots have a front to draw.
+            modules_off = sum(value == "off" or value is False for value in variant.values())
+            record = result_record(name, variant, seed, top1, epochs=epochs, dataset=dataset,
+                                   trial_id=f"t{index:04d}", status="failed" if is_failed else "finished",
+                                   error="CUDA out of memory" if is_failed else None,
+                                   params=1_325_186 - 40_000 * modules_off, gflops=round(2.73 - 0.2 * modules_off, 2))
+            write_trial(experiment_dir, ray_trial_dir(name, variant, seed, index), record,
+                        history_lines(top1, record["epochs_completed"], dataset),
+                        None if is_failed or not predictions else fake_predictions(top1, num_classes, seed=seed))
+            index += 1
+    # Ray's own per-trial log, also called result.json: JSON lines without our keys.
+    ray_log = experiment_dir / "trials" / "ray_own_log" / "result.json"
+    ray_log.parent.mkdir(parents=True)
+    ray_log.write_text('{"training_iteration": 1, "val_top1": 1.0}\n{"training_iteration": 2, "val_top1": 2.0}\n')
+    if study_trials:
+        write_study(experiment_dir, f"{name}/reference", study_trials)
+    return experiment_dir

@@ -1,0 +1,82 @@
+"""The report: `python -m analysis.report` as a user runs it, and build_report as the runner calls it."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from experiment_factory import NEITHER, make_experiment  # noqa: E402
+
+from analysis.report import ReportError, build_report, main  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "analysis.report", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_writes_the_report(tmp_path: Path) -> None:
+    experiment = make_experiment(tmp_path, failed=[(NEITHER, 1)], study_trials=6)
+    result = _run(str(experiment), "--metrics", "top1,body_top1", "--format", "latex,md,png")
+    assert result.returncode == 0, result.stderr
+    report = experiment / "report"
+    names = {path.name for path in report.iterdir()}
+    assert {"table.tex", "table.md", "failed.md", "summary.md", "results.parquet", "results.csv", "bars.png",
+            "learning_curves.png", "cost_accuracy.png", "param_importance.png"} <= names
+    assert not any(name.endswith(".pdf") for name in names)
+    summary = (report / "summary.md").read_text()
+    for name in names - {"summary.md"}:
+        assert f"| {name} |" in summary, name
+    # The fake runs saved no predictions: the confusion matrices are reported as not drawn, with the reason.
+    assert "confusion (msm_mtm) not drawn: no finished trial saved best_val_predictions.npz" in summary
+    assert "Body Top-1" in (report / "table.md").read_text()
+
+
+def test_cli_rejects_a_missing_run_with_one_line(tmp_path: Path) -> None:
+    result = _run(str(tmp_path / "no_such_run"))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "no experiment at" in result.stderr and "experiment.json not found" in result.stderr
+
+
+def test_unknown_metric_lists_the_valid_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    experiment = make_experiment(tmp_path, seeds=(0,))
+    assert main([str(experiment), "--metrics", "top1,top7"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown metric 'top7'" in error and "top1, top5, body_top1" in error
+    assert main([str(experiment), "--format", "latex,docx"]) == 2
+    assert "valid formats: latex, md, png, pdf" in capsys.readouterr().err
+    assert not (experiment / "report").exists()
+
+
+def test_build_report_combines_runs_into_one_table(tmp_path: Path) -> None:
+    first = make_experiment(tmp_path, seeds=(0, 1, 2))
+    second = make_experiment(tmp_path, name="imigue_drop_path", dataset="imigue",
+                             factors={"model.drop_path": [0.1, 0.0]}, factor_labels={"model.drop_path": "Drop path"},
+                             reference={"model.drop_path": 0.1})
+    out = build_report([first, second], formats=["latex", "md"], out_dir=tmp_path / "combined")
+    assert out == tmp_path / "combined"
+    markdown = (out / "table.md").read_text()
+    assert "| **msm\\_mtm** |" in markdown and "| **imigue\\_drop\\_path** |" in markdown
+    # Default metrics are the paper's that the runs recorded: MA-52's body metrics exist in the first run.
+    assert "Body Top-1 (%)" in markdown and "F1 mean (%)" in markdown
+    assert not (out / "failed.md").exists()
+    with pytest.raises(ReportError, match="share an experiment name"):
+        build_report([first, first], formats=["md"], out_dir=tmp_path / "twice")
+    with pytest.raises(ReportError, match="--out"):
+        build_report("s3://bucket/runs/msm_mtm", formats=["md"])  # refused before anything is read
+
+
+def test_analysis_never_imports_ray() -> None:
+    # DESIGN.md: an experiment folder copied to a laptop is enough; results are read from files, never via Ray.
+    for module in (ROOT / "analysis").glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(name == "ray" or name.startswith("ray.") for name in names), module
