@@ -12,7 +12,7 @@ from typing import Any
 from mmn.config import BUDGETS, ConfigError, parse_assignments
 from mmn.data.formats import DataFormatError
 
-from .runner import Outcome, RunOptions, plan_experiment, run_experiment
+from .runner import Outcome, RunOptions, plan_experiment, run_experiment, search_samples
 from .spec import Spec, SpecError, list_specs, load_spec
 
 
@@ -79,7 +79,7 @@ def _print_plan(spec: Spec, options: RunOptions) -> None:
           f"metric {spec.metric} ({spec.mode})")
     if spec.search:
         print(f"each variant is first tuned over search space {spec.search.space!r} "
-              f"({options.samples or spec.search.samples} samples), then its best config runs on every seed")
+              f"({search_samples(spec, options)} samples), then its best config runs on every seed")
     first = plans[0].config
     print(f"epochs {first.train.epochs}, batch {first.train.batch_size}, frames {first.model.num_frames}, "
           f"data {first.data.root or 'built-in synthetic MA-52'}")

@@ -132,7 +132,7 @@ def _journal(experiment: Location) -> optuna.storages.BaseStorage:
 
 
 def _tune(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, options: RunOptions,
-          experiment: Location, phase: str, scheduler: Any = None) -> None:
+          experiment: Location, label: str, scheduler: Any = None) -> None:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback
 
@@ -150,7 +150,7 @@ def _tune(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, 
             trial_dirname_creator=lambda trial: trial.trial_id,
         ),
         run_config=tune.RunConfig(
-            storage_path=experiment.uri, name=f"{phase}-{datetime.now().strftime('%Y%m%d-%H%M%S')}",
+            storage_path=experiment.uri, name=label,
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[CSVLoggerCallback()], verbose=1,
@@ -191,7 +191,7 @@ def run_experiment(spec: Spec, options: RunOptions) -> Outcome:
     cpus = options.cpus_per_trial or spec.cpus_per_trial
     context_args = dict(experiment=name, budget=options.budget, common=common, variants=variant_map,
                         variant_values={variant_key(v): v for v in variant_list}, threads=max(1, int(cpus)),
-                        tune_seed=resolve_seeds(spec, options.budget, options.seeds)[0])
+                        tune_seed=tuning_seed(resolve_seeds(spec, options.budget, options.seeds)))
     _init_ray(options, cpus)
 
     if spec.search is not None:
@@ -213,8 +213,10 @@ def run_experiment(spec: Spec, options: RunOptions) -> Outcome:
                                     and k not in variant_map[p.variant_key] and k != "train.seed"}}
             for p in todo})
         _say(f"running {len(todo)} trials of {name} ({options.budget} budget) into {experiment.uri}")
-        search = _grid_search_alg([p.trial_key for p in todo], experiment, spec, f"{name}/{phase}")
-        _tune(context, search, len(todo), spec, options, experiment, phase)
+        # Each invocation gets its own study: the grid of what is left differs from run to run.
+        label = f"{phase}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        search = _grid_search_alg([p.trial_key for p in todo], experiment, spec, f"{name}/{label}")
+        _tune(context, search, len(todo), spec, options, experiment, label)
 
     results = scan_results(experiment)
     hashes = {p.config_hash for p in plans}
@@ -239,8 +241,7 @@ def _tune_variants(spec: Spec, options: RunOptions, experiment: Location, contex
 
     assert spec.search is not None
     space = load_search_space(spec.search.space)
-    samples = options.samples or (spec.budgets[options.budget].samples if options.budget in spec.budgets
-                                  and spec.budgets[options.budget].samples else spec.search.samples)
+    samples = search_samples(spec, options)
     storage = _journal(experiment)
     best: dict[str, dict[str, Any]] = {}
     context = TrialContext(**context_args, planned={})
@@ -262,11 +263,25 @@ def _tune_variants(spec: Spec, options: RunOptions, experiment: Location, contex
                 scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs,
                                           grace_period=spec.search.scheduler["grace_period"],
                                           reduction_factor=spec.search.scheduler["reduction_factor"])
-            _tune(context, search, remaining, spec, options, experiment, f"tune-{_slug(key)}", scheduler)
+            label = f"tune-{_slug(key)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+            _tune(context, search, remaining, spec, options, experiment, label, scheduler)
             study = optuna.load_study(study_name=study_name, storage=storage)
         best[key] = dict(study.best_trial.params)
         _say(f"best for {key}: {best[key]} ({spec.metric} {study.best_value:.2f})")
     return best
+
+
+def tuning_seed(seeds: tuple[int, ...]) -> int:
+    """The seed tuning trials train with: one outside the final seeds, so the re-runs that fill the table are
+    not the very runs the best configuration was picked on (that pick is optimistic for its own seed)."""
+    return 0 if 0 not in seeds else max(seeds) + 1
+
+
+def search_samples(spec: Spec, options: RunOptions) -> int:
+    """Samples per variant when a spec tunes: the command line's, else the budget's, else the spec's."""
+    assert spec.search is not None
+    budget = spec.budgets.get(options.budget)
+    return options.samples or (budget.samples if budget and budget.samples else spec.search.samples)
 
 
 def _slug(text: str) -> str:

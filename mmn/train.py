@@ -163,6 +163,7 @@ def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | 
     best: dict[str, Any] = {}
     best_epoch = 0
     elapsed_before = 0.0
+    resumes: list[int] = []  # epochs after which an interrupted run was resumed
     state = load_checkpoint(checkpoint_dir, config.to_dict(), config.hash()) if checkpoint_dir else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -173,7 +174,9 @@ def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | 
             torch.cuda.set_rng_state(state["rng_cuda"], device)
         history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
         elapsed_before = state["elapsed_s"]
+        resumes = [*state.get("resumes", []), len(history)]
     first_epoch = len(history) + 1
+    result["resumed_after_epochs"] = resumes
 
     progress = _Progress(show_progress, train.epochs)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
@@ -227,6 +230,7 @@ def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | 
                 "scheduler": scheduler.state_dict(), "rng_torch": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
                 "history": history, "best": best, "best_epoch": best_epoch, "elapsed_s": result["wall_time_s"],
+                "resumes": resumes,
             })
         if on_epoch:
             on_epoch(record, checkpoint_dir)
@@ -285,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="folder for checkpoints and results (default runs/train/<hash>)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     budget = None
     assignments = []
     for item in args.overrides:

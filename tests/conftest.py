@@ -1,0 +1,31 @@
+"""Shared test setup: one real Ray instance per session, tiny synthetic data in a short temporary cache."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+os.environ.pop("RAY_ADDRESS", None)
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+# A short cache path for the synthetic sets the tests generate (Unix socket paths are short too).
+_CACHE = tempfile.mkdtemp(prefix="mmnc", dir="/tmp")
+os.environ["MMN_CACHE"] = _CACHE
+
+# Tiny but real: 4 train clips per class of the synthetic set, 16 frames, one epoch.
+TINY = ["--epochs", "1", "--seeds", "1", "--set", "data.synthetic_clips_per_class=4", "--set", "model.num_frames=16"]
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _temp_dir=tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    yield ray
+    ray.shutdown()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_CACHE, ignore_errors=True)

@@ -1,0 +1,120 @@
+"""The ablation engine on a real Ray instance with real Optuna studies, on tiny budgets."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from ablations.runner import RunOptions, run_experiment, scan_results
+from ablations.spec import load_spec
+from ablations.storage import locate
+
+TINY_SET = {"data.synthetic_clips_per_class": 4, "model.num_frames": 16, "train.batch_size": 16}
+
+
+def _spec(tmp_path: Path) -> Path:
+    path = tmp_path / "mini.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: mini
+        description: MTM on and off, tiny.
+        factors:
+          model.mtm: {values: [true, false], label: MTM}
+        reference: {model.mtm: true}
+        seeds: 1
+        metric: val_top1
+        """))
+    return path
+
+
+def _results(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in folder.rglob("result.json")]
+
+
+def test_experiment_runs_records_everything_and_a_rerun_skips_finished_trials(ray_session, tmp_path):
+    spec = load_spec(_spec(tmp_path))
+    options = RunOptions(storage=str(tmp_path / "runs"), epochs=1, overrides=dict(TINY_SET))
+    outcome = run_experiment(spec, options)
+    assert (outcome.planned, outcome.skipped, len(outcome.finished), len(outcome.failed)) == (2, 0, 2, 0)
+    folder = tmp_path / "runs" / "mini"
+    experiment = json.loads((folder / "experiment.json").read_text())
+    assert experiment["format_version"] == 1 and experiment["reference"] == {"model.mtm": True}
+    record = outcome.finished[0]
+    for key in ("config", "config_hash", "final", "best", "params", "gflops", "throughput", "seed", "versions",
+                "hardware", "wall_time_s", "variant", "trial_id"):
+        assert record.get(key) is not None, key
+    assert record["epochs_completed"] == 1 and record["variant"] in ({"model.mtm": True}, {"model.mtm": False})
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "study.journal")))
+    (name,) = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    assert name.startswith("mini/grid-")
+    study = optuna.load_study(study_name=name, storage=storage)
+    assert sorted(t.params["trial_key"] for t in study.trials) == ["mtm=false,seed=1", "mtm=true,seed=1"]
+
+    # A rerun with one more seed runs only the new trials: nothing finished is repeated or lost.
+    again = run_experiment(spec, RunOptions(storage=str(tmp_path / "runs"), epochs=1, seeds=[1, 2],
+                                            overrides=dict(TINY_SET)))
+    assert (again.planned, again.skipped, len(again.finished)) == (4, 2, 4)
+    finished = [r for r in _results(folder) if r["status"] == "finished"]
+    assert len(finished) == 4 and len({r["config_hash"] for r in finished}) == 4
+
+
+def test_killed_trial_worker_is_retried_from_its_checkpoint(ray_session, tmp_path):
+    """SIGKILL the process running a trial after its first epoch: Ray retries it and it resumes, ending with the
+    planned epochs, each trained once."""
+    spec_path = tmp_path / "one.yaml"
+    spec_path.write_text("name: one\nfactors:\n  model.mtm: [true]\nseeds: 1\n")
+    address = ray_session.get_runtime_context().gcs_address
+    sets = [arg for key, value in TINY_SET.items() for arg in ("--set", f"{key}={value}")]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "ablations.run", str(spec_path), "--storage", str(tmp_path / "runs"), "--epochs", "4",
+         "--address", address, *sets], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    folder = tmp_path / "runs" / "one"
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(folder.rglob("checkpoint_*")):
+        time.sleep(0.5)
+    assert list(folder.rglob("checkpoint_*")), "no checkpoint appeared"
+    workers = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout.split()
+    assert workers, "no trial process found"
+    for pid in workers:
+        os.kill(int(pid), signal.SIGKILL)
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, output[-3000:]
+    (record,) = _results(folder)
+    assert record["status"] == "finished" and record["epochs_completed"] == 4
+    assert record["resumed_after_epochs"], "the retried trial started over instead of resuming"
+    history = [json.loads(line) for line in next(folder.rglob("history.jsonl")).read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_tuning_gives_every_variant_the_same_budget_then_reruns_the_best(ray_session, tmp_path):
+    path = tmp_path / "tiny_tune.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: tiny_tune
+        factors:
+          model.mtm: {values: [true, false]}
+        seeds: 1
+        search: {space: regularisation, samples: 2, scheduler: {type: asha, grace_period: 1}}
+        """))
+    outcome = run_experiment(load_spec(path), RunOptions(storage=str(tmp_path / "runs"), epochs=1,
+                                                         overrides=dict(TINY_SET)))
+    records = scan_results(locate(str(tmp_path / "runs"), "tiny_tune"))
+    phases = [r["search"]["phase"] for r in records.values() if r.get("search")]
+    assert phases.count("tune") == 4 and phases.count("final") == 2
+    assert len(outcome.finished) == 2
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(tmp_path / "runs" / "tiny_tune" / "study.journal")))
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(storage))
+    assert names[0].startswith("tiny_tune/final-") and names[1:] == ["tiny_tune/tune/mtm=false",
+                                                                      "tiny_tune/tune/mtm=true"]
+    for final in outcome.finished:
+        tuned = optuna.load_study(study_name=f"tiny_tune/tune/{final['variant_key']}", storage=storage)
+        for key, value in tuned.best_trial.params.items():
+            section, name = key.split(".")
+            assert final["config"][section][name] == pytest.approx(value)

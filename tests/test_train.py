@@ -1,0 +1,99 @@
+"""One training run: protocol, determinism, bit-exact resume, NaN handling, result files, the CLI."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mmn.checkpoint import CheckpointMismatch
+from mmn.config import RunConfig, apply_overrides, with_budget
+from mmn.schedule import learning_rate
+from mmn.train import TrainingDiverged, fit
+
+TINY = {"data.synthetic_clips_per_class": 2, "model.num_frames": 16, "model.embed_dim": 16, "model.depth": 1,
+        "model.num_scales": 2, "train.epochs": 3, "train.warmup_epochs": 1, "train.batch_size": 16,
+        "train.threads": 1}
+
+
+def tiny(**extra) -> RunConfig:
+    return apply_overrides(with_budget(RunConfig(), "quick"), {**TINY, **extra})
+
+
+def test_schedule_warmup_is_not_a_prefix():
+    kwargs = dict(total_steps=100, warmup_steps=20, base_lr=1e-3, warmup_lr=1e-7, min_lr=1e-5)
+    assert learning_rate(0, **kwargs) == pytest.approx(1e-7)
+    assert learning_rate(10, **kwargs) == pytest.approx(1e-7 + 10 * (1e-3 - 1e-7) / 20)
+    # after warmup the cosine is where it would be at step 20 of 100, not restarted at its peak
+    expected = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * 20 / 100))
+    assert learning_rate(20, **kwargs) == pytest.approx(expected)
+    assert learning_rate(100, **kwargs) == pytest.approx(1e-5)
+
+
+def test_fit_writes_results_and_is_deterministic(tmp_path):
+    first = fit(tiny(), checkpoint_dir=tmp_path / "a", progress=False)
+    second = fit(tiny(), checkpoint_dir=tmp_path / "b", progress=False)
+    assert first["status"] == "finished" and first["epochs_completed"] == 3
+    assert first["final"] == second["final"]  # same seed, same numbers on the CPU
+    on_disk = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert on_disk["config_hash"] == tiny().hash() and on_disk["best_epoch"] in (1, 2, 3)
+    assert on_disk["params"] > 0 and on_disk["gflops"] > 0
+    history = [json.loads(line) for line in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    predictions = np.load(tmp_path / "a" / "best_val_predictions.npz")
+    assert predictions["logits"].shape == (len(predictions["labels"]), 52)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt_after(epochs: int):
+    def callback(record, folder):
+        if record["epoch"] == epochs:
+            raise Interrupted()
+
+    return callback
+
+
+def test_resume_continues_bit_exactly(tmp_path):
+    whole = fit(tiny(), checkpoint_dir=tmp_path / "whole", progress=False)
+    with pytest.raises(Interrupted):
+        fit(tiny(), checkpoint_dir=tmp_path / "cut", progress=False, on_epoch=_interrupt_after(1))
+    assert json.loads((tmp_path / "cut" / "result.json").read_text())["status"] == "failed"
+    resumed = fit(tiny(), checkpoint_dir=tmp_path / "cut", progress=False)
+    assert resumed["resumed_after_epochs"] == [1]
+    assert resumed["final"] == whole["final"]
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_of_another_variant_is_refused(tmp_path):
+    fit(tiny(**{"train.epochs": 1}), checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(CheckpointMismatch, match=r"another configuration \(model.msm: 'released' → 'off'"):
+        fit(tiny(**{"train.epochs": 1, "model.msm": "off"}), checkpoint_dir=tmp_path, progress=False)
+
+
+def test_nan_loss_stops_with_epoch_and_step(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at epoch \d+, step \d+: lower train.lr"):
+        fit(tiny(**{"train.lr": 1e30, "train.warmup_epochs": 0}), checkpoint_dir=tmp_path, progress=False)
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["status"] == "failed" and "loss became nan" in record["error"]
+
+
+def test_cli_trains_and_rejects_bad_keys(tmp_path):
+    args = [f"{k}={v}" for k, v in {**TINY, "train.epochs": 1}.items()]
+    done = subprocess.run([sys.executable, "-m", "mmn.train", "budget=quick", "--out", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "best val top1" in done.stdout and (tmp_path / "result.json").exists()
+    assert "epoch 1/1" in done.stderr  # progress output
+    bad = subprocess.run([sys.executable, "-m", "mmn.train", "model.msn=off"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2
+    assert "unknown config key 'model.msn' (did you mean model.msm?)" in bad.stderr
