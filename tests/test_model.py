@@ -122,8 +122,6 @@ def test_wrong_shape_is_named(released_sd) -> None:
         from_released(checkpoint)
 
 
-@pytest.mark.xfail(strict=True, reason="convert_state_dict reshapes any tensor with the right number of elements "
-                                       "(meant only for 1x1 conv -> linear), so a misshapen kernel loads silently")
 def test_same_numel_wrong_shape_is_rejected(released_sd) -> None:
     checkpoint = dict(released_sd)
     checkpoint["DSs.0.reduction.weight"] = released_sd["DSs.0.reduction.weight"].reshape(96, 96, 1, 3)
@@ -150,9 +148,6 @@ def test_four_dim_input_equals_one_person() -> None:
         torch.testing.assert_close(model(x, index_t), model(x.unsqueeze(-1), index_t), rtol=0, atol=0)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="blocks size joint_mixing and MSM adjacency by num_joints, but persons fold into the "
-                          "joint axis (num_persons * num_joints), as the positional encoding already assumes")
 def test_two_persons_run() -> None:
     config = ModelConfig(num_joints=10, num_classes=5, num_frames=16, embed_dim=32, depth=1, num_persons=2)
     model = MMN(config).eval()
@@ -200,8 +195,6 @@ def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="validate compares mlp_ratio and the rates with numbers before checking their type")
 def test_non_numeric_rate_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="drop_path"):
         ModelConfig(drop_path="0.3")

@@ -107,13 +107,13 @@ class MotionGuidedBlock(nn.Module):
         self.norm1 = nn.LayerNorm(channels)
         self.mapping = nn.Linear(channels, channels)
         if config.skeleton_branch:
-            self.joint_mixing = _trunc_normal(config.groups, config.num_joints, config.num_joints)
+            self.joint_mixing = _trunc_normal(config.groups, config.graph_joints, config.graph_joints)
         if config.temporal_branch:
             k = config.temporal_kernel
             self.temporal_conv = TemporalConv(quarter, quarter, k, padding=k // 2, groups=config.groups)
         needs_motion = config.motion_branch or config.msm != "off" or config.mtm
         self.motion = MotionBranch(2 * quarter) if needs_motion else None
-        self.msm = SkeletalModulation(2 * quarter, config.num_joints, config.msm) if config.msm != "off" else None
+        self.msm = SkeletalModulation(2 * quarter, config.graph_joints, config.msm) if config.msm != "off" else None
         self.mtm = TemporalModulation(2 * quarter) if config.mtm else None
 
         # Branch order in the gate and the merge is the release's: temporal, skeleton, motion.

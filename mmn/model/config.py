@@ -57,7 +57,7 @@ class ModelConfig:
         need(self.fusion in FUSION_CHOICES, f"model.fusion={self.fusion!r} is not one of {', '.join(FUSION_CHOICES)}")
         for name in ("mtm", "modulated_fusion", "skeleton_branch", "temporal_branch", "motion_branch"):
             need(isinstance(getattr(self, name), bool), f"model.{name} must be true or false, got {getattr(self, name)!r}")
-        need(isinstance(self.num_scales, int) and 1 <= self.num_scales <= 4,
+        need(isinstance(self.num_scales, int) and not isinstance(self.num_scales, bool) and 1 <= self.num_scales <= 4,
              f"model.num_scales must be 1, 2, 3 or 4, got {self.num_scales!r}")
         stride = 2 ** (self.num_scales - 1)
         need(self.num_frames % stride == 0,
@@ -67,6 +67,10 @@ class ModelConfig:
              f"model.embed_dim={self.embed_dim} must split into 4 quarters each divisible by groups={self.groups}; "
              f"use a multiple of {4 * self.groups}")
         need(self.temporal_kernel % 2 == 1, f"model.temporal_kernel must be odd, got {self.temporal_kernel}")
+        for name in ("mlp_ratio", "drop_path", "fusion_dropout", "head_dropout"):
+            value = getattr(self, name)
+            need(isinstance(value, (int, float)) and not isinstance(value, bool),
+                 f"model.{name} must be a number, got {value!r}")
         need(self.mlp_ratio > 0, f"model.mlp_ratio must be positive, got {self.mlp_ratio}")
         for name in ("drop_path", "fusion_dropout", "head_dropout"):
             need(0.0 <= getattr(self, name) < 1.0, f"model.{name} must lie in [0, 1), got {getattr(self, name)}")
@@ -76,6 +80,11 @@ class ModelConfig:
              "model.msm modulates the skeleton branch: with skeleton_branch=false set msm=off")
         need(self.temporal_branch or not self.mtm,
              "model.mtm modulates the temporal branch: with temporal_branch=false set mtm=false")
+
+    @property
+    def graph_joints(self) -> int:
+        """Joints the blocks mix over: persons fold into the joint axis, person-major."""
+        return self.num_joints * self.num_persons
 
     @property
     def num_blocks(self) -> int:

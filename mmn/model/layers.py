@@ -47,50 +47,24 @@ class ChannelsLastBatchNorm(nn.BatchNorm1d):
         return super().forward(x.reshape(-1, x.shape[-1])).view_as(x)
 
 
-class TemporalConv(nn.Module):
-    """A (kernel, 1) convolution over frames of a channels-last (N, T, V, C) tensor.
+class TemporalConv(nn.Conv2d):
+    """A (kernel, 1) convolution over the frames of a channels-last (N, T, V, C) tensor.
 
-    The weight keeps Conv2d's (out, in/groups, kernel, 1) layout so released checkpoints load unchanged; the
-    computation is one matmul over the frames gathered by `unfold`, which avoids layout round trips.
+    A contiguous (N, T, V, C) tensor viewed as (N, C, T, V) is exactly Conv2d's channels_last memory format, so
+    oneDNN convolves it in place of layout round trips. The weight keeps Conv2d's (out, in/groups, kernel, 1)
+    layout, so released checkpoints load unchanged.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1, padding: int = 0,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros") -> None:
-        super().__init__()
         if padding_mode not in ("zeros", "replicate"):
             raise ValueError(f"padding_mode must be zeros or replicate, got {padding_mode!r}")
-        reference = nn.Conv2d(in_channels, out_channels, (kernel, 1), groups=groups, bias=bias)
-        self.weight = reference.weight
-        self.bias = reference.bias
-        self.kernel, self.stride, self.padding, self.groups = kernel, stride, padding, groups
-        self.padding_mode = padding_mode
-
-    def dense_weight(self) -> torch.Tensor:
-        """(out, in·kernel) matrix; grouped weights become block-diagonal."""
-        out_channels, in_per_group, kernel, _ = self.weight.shape
-        if self.groups == 1:
-            return self.weight.reshape(out_channels, in_per_group * kernel)
-        out_per_group = out_channels // self.groups
-        dense = self.weight.new_zeros(out_channels, in_per_group * self.groups, kernel)
-        for g in range(self.groups):
-            rows = slice(g * out_per_group, (g + 1) * out_per_group)
-            cols = slice(g * in_per_group, (g + 1) * in_per_group)
-            dense[rows, cols] = self.weight[rows, :, :, 0]
-        return dense.reshape(out_channels, -1)
+        super().__init__(in_channels, out_channels, (kernel, 1), stride=(stride, 1),
+                         padding=(padding, 0) if padding_mode == "zeros" else 0, groups=groups, bias=bias)
+        self.replicate = padding if padding_mode == "replicate" else 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding:
-            if self.padding_mode == "replicate":
-                first = x[:, :1].expand(-1, self.padding, -1, -1)
-                last = x[:, -1:].expand(-1, self.padding, -1, -1)
-            else:
-                first = last = x.new_zeros(x.shape[0], self.padding, *x.shape[2:])
-            x = torch.cat((first, x, last), dim=1)
-        windows = x.unfold(1, self.kernel, self.stride)  # (N, T', V, C, kernel)
-        windows = windows.reshape(*windows.shape[:3], -1)
-        return nn.functional.linear(windows, self.dense_weight(), self.bias)
-
-    def extra_repr(self) -> str:
-        out_channels, in_per_group, kernel, _ = self.weight.shape
-        return (f"{in_per_group * self.groups}, {out_channels}, kernel={kernel}, stride={self.stride}, "
-                f"padding={self.padding}, groups={self.groups}, padding_mode={self.padding_mode}")
+        if self.replicate:
+            pad = self.replicate
+            x = torch.cat((x[:, :1].expand(-1, pad, -1, -1), x, x[:, -1:].expand(-1, pad, -1, -1)), dim=1)
+        return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)

@@ -19,7 +19,7 @@ class PositionalEncoding(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.mode = config.pos_enc
-        channels, joints = config.embed_dim, config.num_joints * config.num_persons
+        channels, joints = config.embed_dim, config.graph_joints
         if self.mode == "stpe":
             self.table = nn.Parameter(nn.init.trunc_normal_(torch.empty(channels, joints), std=0.02))
         elif self.mode == "learned":

@@ -64,6 +64,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], **overrides: Any) -> Mo
         num_classes, embed_dim = state_dict["head.weight"].shape
         groups, num_joints, _ = state_dict["MFM.0.blocks.0.gconv"].shape
         hidden = state_dict["MFM.0.blocks.0.mlp.fc1.weight"].shape[0]
+        temporal_kernel = state_dict["MFM.0.blocks.0.tconv.weight"].shape[2]
     except KeyError as missing:
         raise ValueError(f"not a released MMN checkpoint: tensor {missing} is missing") from None
     scales = {int(m.group(1)) for m in map(re.compile(r"^MFM\.(\d+)\.").match, state_dict) if m}
@@ -71,7 +72,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], **overrides: Any) -> Mo
     inferred = dict(
         num_joints=num_joints, num_classes=num_classes, embed_dim=embed_dim, groups=groups,
         num_scales=len(scales), depth=len(blocks), mlp_ratio=hidden / embed_dim,
-        temporal_kernel=state_dict["MFM.0.blocks.0.tconv.weight"].shape[2],
+        temporal_kernel=temporal_kernel,
         msm="released" if "MFM.0.blocks.0.MSM.adj" in state_dict else "off",
         mtm="MFM.0.blocks.0.MTM.0.weight" in state_dict,
     )
@@ -90,7 +91,7 @@ def convert_state_dict(released: Mapping[str, torch.Tensor], model: MMN) -> dict
             continue
         expected = ours[target].shape
         if tensor.shape != expected:
-            if tensor.numel() != ours[target].numel():  # 1×1 convs become linear layers: same numbers, new shape
+            if tensor.shape != expected + (1, 1):  # only the release's 1×1 convs change shape: they are our Linears
                 raise ValueError(f"released tensor {name} has shape {tuple(tensor.shape)} but the model built "
                                  f"from this config expects {tuple(expected)} for {target}")
             tensor = tensor.reshape(expected)
@@ -100,7 +101,7 @@ def convert_state_dict(released: Mapping[str, torch.Tensor], model: MMN) -> dict
                          f"{' ...' if len(extra) > 5 else ''}")
     missing = sorted(set(ours) - set(converted))
     if missing:
-        raise ValueError(f"released checkpoint lacks tensors this model needs: {', '.join(missing[:5])}"
+        raise ValueError(f"released checkpoint lacks tensors this model needs (our names): {', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''}")
     return converted
 
