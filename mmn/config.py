@@ -85,8 +85,9 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "paper": {},
     # The built-in synthetic set on a laptop CPU: a narrower, shallower model on fewer frames for a few epochs.
     "quick": {
-        "model.embed_dim": 48, "model.depth": 1, "model.num_frames": 32, "model.drop_path": 0.1,
-        "train.epochs": 12, "train.warmup_epochs": 1, "train.batch_size": 32, "train.lr": 2e-3,
+        "model.embed_dim": 32, "model.depth": 1, "model.num_frames": 16, "model.drop_path": 0.1,
+        "data.synthetic_clips_per_class": 20,
+        "train.epochs": 10, "train.warmup_epochs": 1, "train.batch_size": 32, "train.lr": 3e-3,
         "train.weight_decay": 0.05, "train.min_lr": 1e-4,
     },
 }
