@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from mmn.model.layers import DropPath  # the same stochastic depth as the release's
+
 
 def _to_last(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
@@ -20,18 +22,6 @@ def _to_last(x: torch.Tensor) -> torch.Tensor:
 
 def _to_first(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2)
-
-
-class _DropPath(nn.Module):
-    def __init__(self, rate: float) -> None:
-        super().__init__()
-        self.rate = rate
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.rate == 0.0 or not self.training:
-            return x
-        mask = x.new_empty(x.shape[0], 1, 1, 1).bernoulli_(1 - self.rate)
-        return x * mask / (1 - self.rate)
 
 
 class _MLP(nn.Module):
@@ -73,7 +63,7 @@ class _Block(nn.Module):
         self.proj = nn.Linear(c, c)
         self.norm_2 = nn.LayerNorm(c)
         self.mlp = _MLP(c)
-        self.drop_path = _DropPath(drop_path)
+        self.drop_path = DropPath(drop_path)
 
     @staticmethod
     def _modulate(y: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .config import parse_value
 from .layouts import LAYOUTS, get_layout
 from .model import MMN, ConfigError, ModelConfig
 
@@ -142,18 +143,6 @@ def profile_model(config: ModelConfig, batch_size: int = 32, threads: int | None
         "gflops": count_gflops(config),
         **measure_throughput(config, batch_size=batch_size, threads=threads, steps=steps),
     }
-
-
-def parse_value(text: str) -> bool | int | float | str:
-    """A command-line value: true/false, then an int, then a float, else the string itself."""
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:

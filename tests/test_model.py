@@ -8,17 +8,12 @@ import torch
 
 from mmn.model import MMN, ConfigError, ModelConfig, from_released
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 REFERENCE = FIXTURES / "mmn_ma52_reference.pt"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These forwards are small; on a shared 2-core machine a second OpenMP thread mostly waits for a busy core.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

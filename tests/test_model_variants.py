@@ -9,17 +9,12 @@ import torch
 from mmn.model import MMN, ModelConfig
 from mmn.model.block import SkeletalModulation
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SMALL = dict(embed_dim=32, num_frames=16, num_joints=10, num_classes=5, depth=1)
 N, T, V, CLASSES = 2, 16, 10, 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny forwards; on a shared 2-core machine a second OpenMP thread mostly waits for a busy core.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def small(**overrides) -> ModelConfig:

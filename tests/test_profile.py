@@ -21,18 +21,13 @@ from mmn.profile import (
     profile_model,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(embed_dim=16, num_frames=8, num_joints=6, num_classes=3, depth=1, num_scales=2)
 TINY_ARGS = [f"{key}={value}" for key, value in TINY.items()]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny forwards; on a shared 2-core machine a second OpenMP thread mostly waits for a busy core.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_parameters_of_the_release_models() -> None:
