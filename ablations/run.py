@@ -9,11 +9,12 @@ import argparse
 import sys
 from typing import Any
 
-from mmn.config import BUDGETS, ConfigError, parse_assignments
+from mmn.config import BUDGETS, ConfigError, RunConfig, apply_overrides, parse_assignments, with_budget
 from mmn.data.formats import DataFormatError
 
 from .runner import Outcome, RunOptions, plan_experiment, run_experiment, search_samples
 from .spec import Spec, SpecError, list_specs, load_spec
+from .storage import StorageError, cannot_write
 
 
 def _fraction(text: str) -> float:
@@ -39,6 +40,18 @@ def _seeds(text: str) -> int | list[int]:
         return [int(s) for s in text.split(",")] if "," in text else _positive(int)(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a list (1,5,7), got {text}") from None
+
+
+def _check_overrides(overrides: dict[str, Any], budget: str) -> dict[str, Any]:
+    """Each --set value on its own: an unknown key or a wrong type or value is an error naming the --set, even
+    where a factor of the spec would override it. Conditions between keys are checked per variant later."""
+    for key, value in overrides.items():
+        try:
+            apply_overrides(with_budget(RunConfig(), budget), {key: value})
+        except ConfigError as error:
+            if "modulates" not in str(error) and "at least one" not in str(error):
+                raise ConfigError(f"--set {key}={value}: {error}") from None
+    return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,19 +144,33 @@ def main(argv: list[str] | None = None) -> int:
             seeds=args.seeds, epochs=args.epochs, samples=args.samples, address=args.address,
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             max_concurrent=args.max_concurrent, storage=args.storage, name=args.name,
-            overrides=parse_assignments(args.overrides))
+            overrides=_check_overrides(parse_assignments(args.overrides), args.budget))
         if args.dry_run:
             _print_plan(spec, options)
             return 0
         outcome = run_experiment(spec, options)
-    except (SpecError, ConfigError, DataFormatError, FileNotFoundError) as error:
+    except (SpecError, ConfigError, DataFormatError, FileNotFoundError, StorageError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # e.g. the data cache on a full disk, an unreadable file
+        reason = error.strerror or str(error) or type(error).__name__
+        print(f"error: {f'{error.filename}: ' if error.filename else ''}{reason[:1].lower()}{reason[1:]}",
+              file=sys.stderr)
         return 2
     except ValueError as error:  # e.g. an experiment folder of a newer format
         print(f"error: {error}", file=sys.stderr)
         return 2
     _print_outcome(outcome, spec)
-    _report(outcome)
+    if outcome.problem:  # nothing more can be written there: say so last, and why trials failed
+        print(f"error: {outcome.problem}; finished trials are kept: free space or fix permissions, then rerun with "
+              f"--resume", file=sys.stderr)
+        return 1
+    try:
+        _report(outcome)
+    except OSError as error:  # the results are safe; only the report could not be written
+        print(f"error: {cannot_write(error.filename or outcome.experiment.uri + '/report', error)}; rebuild it "
+              f"later with python -m analysis.report {outcome.experiment.uri}", file=sys.stderr)
+        return 1
     return 0 if not outcome.failed else 1
 
 

@@ -9,23 +9,30 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import pickle
 import sys
 import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Mapping
 
 import optuna
 import yaml
+from ray.tune.search.optuna import OptunaSearch
 
+from mmn.data.formats import read_split
 from mmn.data.synthetic import ensure_synthetic
+from mmn.layouts import get_layout
 
 from .expand import TrialPlan, base_overrides, build_config, expand, resolve_seeds, variant_key, variant_overrides, \
     variants
 from .spec import Spec
-from .storage import EXPERIMENT_FORMAT, Location, check_format, locate, read_json, write_experiment_json
+from .storage import EXPERIMENT_FORMAT, Location, cannot_write, check_format, locate, read_json, \
+    write_experiment_json, write_json_text
 from .trainable import TrialContext, run_trial
 
 STUDY_FILE = "study.journal"
@@ -69,6 +76,7 @@ class Outcome:
     skipped: int
     finished: list[dict[str, Any]]
     failed: list[dict[str, Any]]
+    problem: str | None = None  # why trials could not finish, when it is the storage (e.g. the disk is full)
 
 
 def _say(message: str) -> None:
@@ -128,11 +136,32 @@ def _journal(experiment: Location) -> optuna.storages.BaseStorage:
 
     folder = experiment.path if experiment.is_local else os.path.join("runs", os.path.basename(experiment.path))
     os.makedirs(folder, exist_ok=True)
-    return JournalStorage(JournalFileBackend(os.path.join(folder, STUDY_FILE)))
+    path = os.path.join(folder, STUDY_FILE)
+    _drop_torn_tail(path)
+    return JournalStorage(JournalFileBackend(path))
+
+
+def _drop_torn_tail(path: str) -> None:
+    """Cut a half-written last record (a run that died mid-append, e.g. on a full disk) off the Optuna journal:
+    Optuna skips it while it is last, but the next record appended after it would make the journal unreadable."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as journal:
+        size = journal.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        journal.seek(size - 1)
+        if journal.read(1) == b"\n":
+            return
+        journal.seek(0)
+        data = journal.read()
+        journal.truncate(data.rfind(b"\n") + 1)
+        journal.flush()
+        os.fsync(journal.fileno())
 
 
 def _tune(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, options: RunOptions,
-          experiment: Location, label: str, scheduler: Any = None) -> None:
+          experiment: Location, label: str, scheduler: Any = None, concurrency: int | None = None) -> None:
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback
 
@@ -146,7 +175,9 @@ def _tune(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, 
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=search_alg, scheduler=scheduler, num_samples=num_samples, metric=spec.metric,
-            mode=spec.mode, max_concurrent_trials=options.max_concurrent, reuse_actors=True,
+            mode=spec.mode, reuse_actors=True,
+            # with a searcher and no limit Tune keeps only one trial pending, so say how many may run at once
+            max_concurrent_trials=options.max_concurrent or concurrency or num_samples,
             trial_dirname_creator=lambda trial: trial.trial_id,
         ),
         run_config=tune.RunConfig(
@@ -156,7 +187,26 @@ def _tune(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, 
             callbacks=[CSVLoggerCallback()], verbose=1,
         ),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    except (OSError, pickle.UnpicklingError, EOFError) as error:
+        # After the trials, Ray reads back its own files (e.g. pickled errors); on a full or failing disk those are
+        # truncated. Results come from our result.json files (written atomically), so go on and report from them.
+        _say(f"Ray Tune could not finish its bookkeeping in {experiment.uri} ({type(error).__name__}: "
+             f"{str(error).splitlines()[0] if str(error) else ''})")
+
+
+def _storage_problem(experiment: Location) -> str | None:
+    """'cannot write to ...: no space left on device' when a small file cannot be written there now, else None."""
+    if not experiment.is_local:
+        return None
+    probe = os.path.join(experiment.path, f".write-check-{os.getpid()}")
+    try:
+        write_json_text(Path(probe), "{}")
+        os.unlink(probe)
+    except OSError as error:
+        return str(cannot_write(experiment.uri, error))
+    return None
 
 
 class _PlannedTrials:
@@ -170,10 +220,19 @@ class _PlannedTrials:
         trial.suggest_categorical("trial_key", self.keys)
 
 
-def _grid_search_alg(keys: list[str], experiment: Location, spec: Spec, study: str) -> Any:
-    from ray.tune.search.optuna import OptunaSearch
+class _OptunaSearch(OptunaSearch):
+    """Ray's OptunaSearch, except that a trial ending on a NaN metric (a diverged run: the trainable reports NaN
+    instead of raising, so that Ray does not retry it) is told to Optuna as failed instead of staying running."""
 
-    return OptunaSearch(space=_PlannedTrials(keys), sampler=optuna.samplers.GridSampler({"trial_key": keys}, seed=0),
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        value = (result or {}).get(self.metric)
+        if isinstance(value, float) and math.isnan(value):
+            result, error = None, True
+        super().on_trial_complete(trial_id, result, error)
+
+
+def _grid_search_alg(keys: list[str], experiment: Location, spec: Spec, study: str) -> Any:
+    return _OptunaSearch(space=_PlannedTrials(keys), sampler=optuna.samplers.GridSampler({"trial_key": keys}, seed=0),
                         metric=spec.metric, mode=spec.mode, storage=_journal(experiment), study_name=study)
 
 
@@ -182,7 +241,10 @@ def run_experiment(spec: Spec, options: RunOptions) -> Outcome:
     experiment = locate(options.storage, name)
     check_format(experiment)
     plans = plan_experiment(spec, options)
-    _record_experiment(experiment, spec, options, name)
+    try:  # the first write: an unwritable folder or a full disk stops here, before any trial, with one line
+        _record_experiment(experiment, spec, options, name)
+    except OSError as error:
+        raise cannot_write(experiment.uri, error) from None
     _prepare_data(plans[0])
 
     variant_list = variants(spec)
@@ -222,7 +284,17 @@ def run_experiment(spec: Spec, options: RunOptions) -> Outcome:
     hashes = {p.config_hash for p in plans}
     finished = [r for h, r in results.items() if h in hashes and r.get("status") == "finished"]
     failed = [r for h, r in results.items() if h in hashes and r.get("status") != "finished"]
-    return Outcome(experiment, len(plans), skipped, finished, failed)
+    for record in failed:  # killed, or its last write failed: result.json still says running
+        if not record.get("error"):
+            record["error"] = (f"stopped after epoch {record.get('epochs_completed', 0)} of "
+                               f"{record.get('epochs_planned', '?')} without recording why (see error.txt in "
+                               f"{record['_dir']})")
+    # A trial that never wrote a result.json (its worker died before the first epoch on every retry, or the disk
+    # was full) is failed too, not silently absent.
+    failed += [{"config_hash": p.config_hash, "variant_key": p.variant_key, "seed": p.seed, "status": "missing",
+                "error": f"no result.json was recorded (see error.txt under {experiment.uri})"}
+               for p in plans if p.config_hash not in results]
+    return Outcome(experiment, len(plans), skipped, finished, failed, _storage_problem(experiment) if failed else None)
 
 
 def _with_best(plan: TrialPlan, best: Mapping[str, Any], options: RunOptions) -> TrialPlan:
@@ -235,8 +307,6 @@ def _tune_variants(spec: Spec, options: RunOptions, experiment: Location, contex
                    variant_list: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Give every variant the same TPE budget (seeded, optionally with ASHA); return each one's best values."""
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
     from search_spaces import load_search_space
 
     assert spec.search is not None
@@ -256,7 +326,7 @@ def _tune_variants(spec: Spec, options: RunOptions, experiment: Location, contex
         if remaining > 0:
             _say(f"tuning {key}: {remaining} of {samples} samples of {space.name}")
             sampler = optuna.samplers.TPESampler(seed=zlib.crc32(study_name.encode()) % 2**31)
-            search = OptunaSearch(space=space.optuna_space_fn({"variant_key": key}), sampler=sampler,
+            search = _OptunaSearch(space=space.optuna_space_fn({"variant_key": key}), sampler=sampler,
                                   metric=spec.metric, mode=spec.mode, storage=storage, study_name=study_name)
             scheduler = None
             if spec.search.scheduler:
@@ -264,7 +334,11 @@ def _tune_variants(spec: Spec, options: RunOptions, experiment: Location, contex
                                           grace_period=spec.search.scheduler["grace_period"],
                                           reduction_factor=spec.search.scheduler["reduction_factor"])
             label = f"tune-{_slug(key)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-            _tune(context, search, remaining, spec, options, experiment, label, scheduler)
+            # TPE learns from finished samples: suggest no more at once than can run at once
+            import ray
+
+            slots = int(ray.cluster_resources().get("CPU", 1) // (options.cpus_per_trial or spec.cpus_per_trial))
+            _tune(context, search, remaining, spec, options, experiment, label, scheduler, max(1, slots))
             study = optuna.load_study(study_name=study_name, storage=storage)
         best[key] = dict(study.best_trial.params)
         _say(f"best for {key}: {best[key]} ({spec.metric} {study.best_value:.2f})")
@@ -310,6 +384,14 @@ def _prepare_data(plan: TrialPlan) -> None:
         root = ensure_synthetic(seed=data.synthetic_seed, clips_per_class=data.synthetic_clips_per_class,
                                 long_tail=data.synthetic_long_tail)
         _say(f"synthetic MA-52 data ready in {root} ({time.perf_counter() - started:.1f}s)")
-    elif "://" not in data.root and not os.path.isdir(data.root):
+    elif "://" not in data.root and not os.path.exists(data.root):
         raise FileNotFoundError(f"data folder {data.root} does not exist; pass --data-root with the folder "
                                 f"holding {data.dataset}'s files")
+    elif "://" not in data.root:
+        # Read and validate the splits once here: bad files (wrong joints, labels out of range, a corrupt or
+        # code-carrying pickle) stop the run with one line, instead of failing every trial on every retry.
+        started = time.perf_counter()
+        layout = get_layout(data.dataset)
+        counts = [len(read_split(data.root, split, layout, data.format)) for split in ("train", "val")]
+        _say(f"data in {data.root} checked: {counts[0]} train and {counts[1]} val clips "
+             f"({time.perf_counter() - started:.1f}s)")

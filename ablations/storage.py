@@ -55,6 +55,16 @@ class Location:
                 if info.type == pafs.FileType.File and info.base_name == name]
 
 
+class StorageError(RuntimeError):
+    """The experiment folder cannot be written (not a directory, read-only, disk full); one line says which."""
+
+
+def cannot_write(where: str, error: OSError) -> StorageError:
+    """'cannot write to WHERE: no space left on device' from an OSError, without the errno noise."""
+    reason = (error.strerror or str(error) or type(error).__name__)
+    return StorageError(f"cannot write to {where}: {reason[:1].lower()}{reason[1:]}")
+
+
 def write_json_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text), binary=False)
 

@@ -6,17 +6,21 @@ the variant (tuning phase). Everything else travels once per experiment in `Tria
 from __future__ import annotations
 
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import pyarrow.fs as pafs
+import ray
+import torch
 from ray import tune
 
 from mmn.checkpoint import CHECKPOINT_NAME
-from mmn.train import fit
+from mmn.train import TrainingDiverged, fit
 
 from .expand import build_config
+from .spec import METRICS
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,22 @@ class TrialContext:
 
 
 def _restore(checkpoint_dir: Path, config_hash: str, context: TrialContext) -> None:
-    """Seed the trial's checkpoint folder from Ray (a retried trial) or from an interrupted earlier run."""
+    """Seed the trial's checkpoint folder from Ray (a retried trial) or from an interrupted earlier run.
+
+    Ray copies checkpoints into storage without a rename, so one can be torn (the disk filled up, the copy was
+    killed); such a file is dropped and the trial starts over, instead of failing on it at every retry."""
+    target = checkpoint_dir / CHECKPOINT_NAME
+    try:
+        _copy_checkpoint(checkpoint_dir, config_hash, context)
+        if target.exists():
+            torch.load(target, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable checkpoint means: start over
+        print(f"[ablations] the checkpoint to resume from is unreadable ({type(error).__name__}: "
+              f"{str(error).splitlines()[0][:200] if str(error) else ''}); this trial starts over", file=sys.stderr)
+        target.unlink(missing_ok=True)
+
+
+def _copy_checkpoint(checkpoint_dir: Path, config_hash: str, context: TrialContext) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -80,7 +99,13 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         tune.report(record, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
     extra = {"experiment": context.experiment, "trial_id": trial_context.get_trial_id(),
+             "node_id": ray.get_runtime_context().get_node_id(),
              "variant": dict(context.variant_values[variant_key]), "variant_key": variant_key,
              "search": {"phase": phase, "sampled": sampled} if sampled or phase == "tune" else None}
-    fit(run_config, on_epoch=report, checkpoint_dir=checkpoint_dir, out_dir=_result_dir(), extra=extra,
-        progress=False)
+    try:
+        fit(run_config, on_epoch=report, checkpoint_dir=checkpoint_dir, out_dir=_result_dir(), extra=extra,
+            progress=False)
+    except TrainingDiverged:
+        # result.json already says failed and why. Retrying would diverge again at the same step, so end the trial
+        # normally (Ray does not retry it) with NaN metrics (Optuna records a failed trial, ASHA ignores it).
+        tune.report({**{metric: float("nan") for metric in METRICS}, "diverged": True})

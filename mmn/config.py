@@ -170,7 +170,8 @@ def _coerce(key: str, value: Any, expected: type) -> Any:
     if expected is type(None) or value is None or (isinstance(value, expected)
                                                    and not (isinstance(value, bool) and expected is not bool)):
         return value
-    raise ConfigError(f"{key} expects a {expected.__name__}, got {value!r}")
+    wanted = {bool: "true or false (or on/off)", int: "an integer", float: "a number", str: "a string"}
+    raise ConfigError(f"{key} expects {wanted.get(expected, expected.__name__)}, got {value!r}")
 
 
 def with_budget(config: RunConfig, budget: str) -> RunConfig:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import functools
 import json
 import math
@@ -20,10 +21,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write, load_checkpoint, save_checkpoint, write_json
+from .checkpoint import CheckpointMismatch, atomic_write, load_checkpoint, save_checkpoint, write_json
 from .config import (BUDGETS, ConfigError, DataConfig, RunConfig, apply_overrides, flatten, parse_assignments,
                      with_budget)
 from .data import SkeletonDataset
+from .data.formats import DataFormatError
+from .data.safe_pickle import CorruptPickleError, UnsafePickleError
 from .data.synthetic import ensure_synthetic
 from .metrics import evaluate
 from .model import MMN
@@ -32,6 +35,7 @@ from .runtime import hardware, resolve_device, tune_cpu_allocator, versions
 from .schedule import warmup_cosine
 
 RESULT_FORMAT = 1
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EDQUOT, errno.EFBIG}
 EpochCallback = Callable[[dict[str, Any], Path | None], None]
 
 
@@ -269,15 +273,25 @@ def load_config(path: str | Path | None, budget: str | None, assignments: list[s
         config = with_budget(config, budget)
     if path:
         text = Path(path).read_text()
-        values = json.loads(text) if str(path).endswith(".json") else _read_yaml(text)
+        try:
+            values = json.loads(text) if str(path).endswith(".json") else _read_yaml(text, path)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}:{error.lineno}: JSON syntax error: {error.msg}") from None
+        if not isinstance(values, (dict, type(None))):
+            raise ConfigError(f"{path}: expected a mapping of config keys to values, got a {type(values).__name__}")
         config = apply_overrides(config, flatten(values or {}))
     return apply_overrides(config, parse_assignments(assignments))
 
 
-def _read_yaml(text: str) -> Any:
+def _read_yaml(text: str, path: str | Path) -> Any:
     import yaml  # only the command line reads YAML; the library itself takes plain dicts
 
-    return yaml.safe_load(text)
+    try:
+        return yaml.safe_load(text)  # safe: a python/object tag is an error, never a call
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: YAML error: {problem}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,12 +318,26 @@ def main(argv: list[str] | None = None) -> int:
         if budget and budget not in BUDGETS:
             print(f"budgets: {', '.join(BUDGETS)}", file=sys.stderr)
         return 2
+    if config.data.root and "://" not in config.data.root and not Path(config.data.root).exists():
+        print(f"error: data folder {config.data.root} does not exist; set data.root=FOLDER to the folder that "
+              f"holds {config.data.dataset}'s files (or leave it out to train on the built-in synthetic set)",
+              file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else Path("runs") / "train" / config.hash()
     print(f"training {config.hash()} into {out}", file=sys.stderr)
     try:
         result = fit(config, checkpoint_dir=out, progress=not args.quiet)
+    except (ConfigError, DataFormatError, CorruptPickleError, UnsafePickleError, CheckpointMismatch) as error:
+        # bad options, data files or checkpoint folder
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # e.g. the disk is full: the last complete epoch's files are intact (atomic writes)
+        reason = error.strerror or str(error) or type(error).__name__
+        where = f"cannot write to {out}" if error.errno in _WRITE_ERRNOS else (error.filename or str(out))
+        print(f"error: {where}: {reason[:1].lower()}{reason[1:]}", file=sys.stderr)
         return 1
     best = result["best"]
     print(f"best val top1 {best['val_top1']:.2f} (epoch {result['best_epoch']}), final "

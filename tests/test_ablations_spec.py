@@ -60,7 +60,7 @@ def _spec(tmp_path, body: str):
     ("name: x\nfactors:\n  model.msm: [released\n",
      r"bad.yaml:4: YAML syntax error"),
     ("name: x\nfactors:\n  model.depth: [1, 2]\nbase:\n  train.epochs: many\n",
-     r"bad.yaml:5: base: train.epochs expects a int, got 'many'"),
+     r"bad.yaml:5: base: train.epochs expects an integer, got 'many'"),
     ("name: x\nfactors:\n  model.skeleton_branch: [true, false]\n",
      r"variant skeleton_branch=false \(add a rule or an exclude entry\): model.msm modulates the skeleton branch"),
     ("name: x\nfactors:\n  model.mtm: [true, false]\nreference: {model.mtm: maybe}\n",

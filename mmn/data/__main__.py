@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
+from mmn.data.safe_pickle import load_pickle
 from mmn.data.synthetic import DEFAULT_CLIPS_PER_CLASS, SPLITS, generate
 
 
@@ -51,8 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {out} in {seconds:.1f} s (seed {args.seed}, {args.clips_per_class} train clips per class"
           f"{', long-tailed' if args.long_tail else ''})")
     for split in SPLITS:
-        with open(out / f"{split}_label.pkl", "rb") as f:
-            labels = Counter(record["label"] for record in pickle.load(f))
+        labels = Counter(record["label"] for record in load_pickle(out / f"{split}_label.pkl"))
         print(f"  {split:5s} {sum(labels.values()):6d} clips, {len(labels)} classes, "
               f"{min(labels.values())}-{max(labels.values())} per class")
     return 0

@@ -1,0 +1,375 @@
+"""Faults survived, nothing lost: the driver killed mid-sweep, a diverging trial, an unwritable or full results
+disk, and an experiment of many small trials. Real processes, a real Ray instance, real files.
+
+A trial *worker* killed mid-trial and retried from its checkpoint is tested in tests/test_ablations_run.py.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from ablations import run as ablations_run
+from ablations.runner import RunOptions, plan_experiment
+from ablations.spec import load_spec
+from analysis import report as analysis_report
+from mmn import checkpoint as mmn_checkpoint
+from mmn import train as mmn_train
+from mmn.config import parse_assignments
+
+ROOT = Path(__file__).resolve().parents[1]
+# The smallest real trials: one scale of one block 16 wide on 8 frames, one clip per class (52 train clips).
+SMALL = {"model.embed_dim": 16, "model.depth": 1, "model.num_scales": 1, "data.synthetic_clips_per_class": 1,
+         "model.num_frames": 8, "train.batch_size": 8}
+SETS = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}")]
+
+
+def _records(folder: Path) -> list[tuple[Path, dict]]:
+    found = []
+    for path in folder.rglob("result.json"):
+        try:
+            record = json.loads(path.read_text())
+        except ValueError:
+            continue  # Ray's own result.json (JSON lines) if it ever writes one
+        if isinstance(record, dict) and "config_hash" in record:
+            found.append((path, record))
+    return found
+
+
+def _finished_by_hash(folder: Path) -> dict[str, list[Path]]:
+    by_hash: dict[str, list[Path]] = {}
+    for path, record in _records(folder):
+        if record["status"] == "finished":
+            by_hash.setdefault(record["config_hash"], []).append(path)
+    return by_hash
+
+
+def _snapshot(paths) -> dict[Path, tuple[bytes, int]]:
+    return {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in paths}
+
+
+def _planned_hashes(spec_path: Path, epochs: int, seeds=None) -> set[str]:
+    options = RunOptions(epochs=epochs, seeds=seeds, overrides=parse_assignments([f"{k}={v}" for k, v in SMALL.items()]))
+    return {plan.config_hash for plan in plan_experiment(load_spec(spec_path), options)}
+
+
+# --- the driver killed -------------------------------------------------------------------------------------------
+
+def _descendants(pid: int) -> dict[int, str]:
+    """pid → command line of every process below `pid` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = {}, [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            try:
+                found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            todo.append(child)
+    return found
+
+
+def _trial_workers() -> set[int]:
+    """Ray trial actors of the session's Ray instance (its raylet is a child of this process)."""
+    return {pid for pid, command in _descendants(os.getpid()).items() if command.startswith("ray::ImplicitFunc")}
+
+
+def _loadable(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - missing or torn: not a checkpoint to resume from
+        return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="walks /proc to find Ray's worker processes")
+def test_driver_killed_mid_sweep_then_resume_finishes_without_repeating(ray_session, tmp_path, capsys):
+    spec = tmp_path / "three.yaml"
+    spec.write_text("name: three\nfactors:\n  model.msm: [released, graph, 'off']\nseeds: 1\n")
+    folder = tmp_path / "runs" / "three"
+    command = [sys.executable, "-m", "ablations.run", str(spec), "--storage", str(tmp_path / "runs"), "--epochs", "5",
+               "--address", ray_session.get_runtime_context().gcs_address, *SETS]
+    before = _trial_workers()
+    with open(tmp_path / "first.log", "w") as log:
+        driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        # Kill once a trial has finished while another is mid-flight (has reported an epoch, not finished).
+        deadline, statuses = time.time() + 240, []
+        while time.time() < deadline and driver.poll() is None:
+            statuses = [record["status"] for _, record in _records(folder)]
+            if "finished" in statuses and "running" in statuses:
+                break
+            time.sleep(0.05)
+        workers = _trial_workers() - before
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    assert "finished" in statuses and "running" in statuses, (statuses, (tmp_path / "first.log").read_text()[-3000:])
+    assert workers, "no trial process found"
+
+    # The trial actors belong to the shared Ray instance, but Ray kills the actors of a job whose driver died: the
+    # trials that were mid-flight stop within moments instead of running on beside the resumed experiment.
+    deadline = time.time() + 60
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers), "trial workers outlived their driver"
+    # A trial stopped with its driver reads "running", or "failed" where its worker caught the stop.
+    mid_flight = {record["config_hash"]: path.parent for path, record in _records(folder)
+                  if record["status"] != "finished"}
+    assert mid_flight
+    had_checkpoint = {config_hash for config_hash, trial in mid_flight.items()
+                      if any(_loadable(c / "checkpoint.pt") for c in trial.glob("checkpoint_*"))}
+    finished_before = _snapshot(p for paths in _finished_by_hash(folder).values() for p in paths)
+    assert finished_before
+
+    # The same command again with --resume (in this process, which is connected to the same Ray instance).
+    capsys.readouterr()
+    assert ablations_run.main([*command[3:], "--resume"]) == 0
+    assert f"{len(finished_before)} of 3 trials already finished" in capsys.readouterr().err
+    assert _snapshot(finished_before) == finished_before  # finished trials untouched: not rerun, not rewritten
+    finished = _finished_by_hash(folder)
+    assert set(finished) == _planned_hashes(spec, epochs=5)
+    assert all(len(paths) == 1 for paths in finished.values()), finished  # none duplicated
+    for config_hash in had_checkpoint:  # continued from the last checkpoint, not started over
+        (path,) = finished[config_hash]
+        assert json.loads(path.read_text())["resumed_after_epochs"], path
+
+
+# --- a diverging trial ---------------------------------------------------------------------------------------------
+
+def test_diverging_trial_fails_once_with_its_reason_and_the_others_finish(ray_session, tmp_path, capsys,
+                                                                          monkeypatch):
+    monkeypatch.setattr(ablations_run, "_report", lambda outcome: None)  # built below, by python -m analysis.report
+    spec = tmp_path / "lr.yaml"
+    spec.write_text("name: lr\nfactors:\n  train.lr: [0.002, 1.0e+30]\nseeds: 1\n")
+    folder = tmp_path / "runs" / "lr"
+    status = ablations_run.main([str(spec), "--storage", str(tmp_path / "runs"), "--epochs", "2", *SETS])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "1 of 2 trials finished" in out
+    assert re.search(r"FAILED lr=1e\+30 seed 1: TrainingDiverged: loss became (nan|inf) at epoch 1, step \d+: "
+                     r"lower train.lr \(now 1e\+30\)", out), out[-2000:]
+    records = {record["variant_key"]: (path, record) for path, record in _records(folder)}
+    assert records["lr=0.002"][1]["status"] == "finished"
+    path, diverged = records["lr=1e+30"]
+    assert diverged["status"] == "failed" and "loss became" in diverged["error"]
+    # Not retried: the trial ended normally for Ray (no error file), and only once for Optuna, as a failure.
+    assert not list(path.parent.glob("error*.txt"))
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "study.journal")))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    assert sorted((t.params["trial_key"], t.state.name) for t in trials) == [
+        ("lr=0.002,seed=1", "COMPLETE"), ("lr=1e+30,seed=1", "FAIL")]
+
+    assert analysis_report.main([str(folder), "--format", "md"]) == 0
+    failed = (folder / "report" / "failed.md").read_text()
+    assert "1e+30" in failed and "loss became" in failed
+
+
+# --- the results disk unwritable or full ---------------------------------------------------------------------------
+
+def test_results_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("a regular file where a folder should be")
+    status = ablations_run.main(["msm_mtm", "--storage", str(blocker / "runs"), *SETS])
+    assert status == 2
+    assert capsys.readouterr().err == f"error: cannot write to {blocker}/runs/msm_mtm: not a directory\n"
+    assert blocker.read_text() == "a regular file where a folder should be"
+
+
+class _FullDisk:
+    """Stands in for `os` inside mmn.checkpoint: once a checkpoint has been written, every later write gets half
+    its bytes out and then fails with ENOSPC, like a disk filling up mid-run."""
+
+    def __init__(self) -> None:
+        self.full = False
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def fdopen(self, fd, mode="r", *args, **kwargs):
+        handle = os.fdopen(fd, mode, *args, **kwargs)
+        if self.full:
+            return _TornFile(handle)
+        if "checkpoint.pt" in os.readlink(f"/proc/self/fd/{fd}"):
+            self.full = True  # epoch 1's files are all written; from the next one on, the disk is full
+        return handle
+
+
+class _TornFile:
+    def __init__(self, handle) -> None:
+        self._handle = handle
+
+    def write(self, data):
+        self._handle.write(data[:len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._handle.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+def test_disk_full_mid_training_keeps_the_last_complete_epoch(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    args = ["--quiet", "--out", str(out), "budget=quick", "train.epochs=3", "train.warmup_epochs=0",
+            "train.threads=1", *[f"{key}={value}" for key, value in SMALL.items()]]
+    disk = _FullDisk()
+    monkeypatch.setattr(mmn_checkpoint, "os", disk)
+    assert mmn_train.main(args) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: cannot write to {out}: no space left on device"
+    assert disk.full
+    # Every file is epoch 1's, whole: the torn writes went to temporary files, which are gone.
+    result = json.loads((out / "result.json").read_text())
+    assert (result["status"], result["epochs_completed"]) == ("running", 1)
+    assert [json.loads(line)["epoch"] for line in (out / "history.jsonl").read_text().splitlines()] == [1]
+    state = mmn_checkpoint.load_checkpoint(out, result["config"], result["config_hash"])
+    assert state["epoch"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["best_val_predictions.npz", "checkpoint.pt", "history.jsonl",
+                                                     "result.json"]
+    # Space again: the same command continues after epoch 1 and finishes.
+    monkeypatch.setattr(mmn_checkpoint, "os", os)
+    assert mmn_train.main(args) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert (result["status"], result["epochs_completed"], result["resumed_after_epochs"]) == ("finished", 3, [1])
+
+
+@pytest.fixture
+def small_disk():
+    """A 8 MB tmpfs (needs root and permission to mount; skipped where there is none)."""
+    mount = Path(tempfile.mkdtemp(prefix="mmnfull", dir="/tmp"))
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        mount.rmdir()
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    shutil.rmtree(mount, ignore_errors=True)
+
+
+def _fill(disk: Path, leave_kib: int) -> Path:
+    """Fill `disk` up to `leave_kib` KiB of free space with one file."""
+    filler = disk / "filler"
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    size = max(0, free - leave_kib * 1024)
+    with open(filler, "ab") as handle:
+        try:
+            handle.write(b"\0" * size)
+        except OSError:
+            pass
+    return filler
+
+
+def test_disk_full_before_and_during_an_experiment(ray_session, small_disk, tmp_path, capsys, monkeypatch):
+    # No retries of trials that fail for lack of space and no plots, to keep this quick; the rest as on the command
+    # line.
+    monkeypatch.setattr(ablations_run, "RunOptions", functools.partial(RunOptions, max_failures=0))
+    monkeypatch.setattr(ablations_run, "_report", lambda outcome: None)
+    spec = tmp_path / "seeds.yaml"
+    spec.write_text("name: seeds\nfactors:\n  model.mtm: [true]\nseeds: 1\n")
+    runs, folder = small_disk / "runs", small_disk / "runs" / "seeds"
+    args = [str(spec), "--storage", str(runs), "--epochs", "1", *SETS]
+    assert ablations_run.main([*args, "--seeds", "2"]) == 0
+    capsys.readouterr()
+    kept = _snapshot(p for name in ("result.json", "checkpoint.pt", "history.jsonl")
+                     for p in folder.rglob(name))
+    assert len(kept) >= 6
+
+    # Full before anything is written: refused with one line.
+    filler = _fill(small_disk, 0)
+    assert ablations_run.main([*args, "--seeds", "4"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: cannot write to {folder}: no space left on device"
+    assert _snapshot(kept) == kept
+
+    # Full during the run: the new trials fail, the command says why, the finished ones are intact.
+    filler.unlink()
+    _fill(small_disk, 96)
+    assert ablations_run.main([*args, "--seeds", "4"]) == 1
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1] == (
+        f"error: cannot write to {folder}: no space left on device; finished trials are kept: free space or fix "
+        f"permissions, then rerun with --resume")
+    assert "2 of 4 trials finished (2 from earlier runs)" in captured.out
+    assert captured.out.count("FAILED mtm=true seed") == 2
+    assert _snapshot(kept) == kept
+
+    # Space again: --resume finishes the rest and repeats nothing.
+    (small_disk / "filler").unlink()
+    assert ablations_run.main([*args, "--seeds", "4", "--resume"]) == 0
+    assert _snapshot(kept) == kept
+    finished = _finished_by_hash(folder)
+    assert set(finished) == _planned_hashes(spec, epochs=1, seeds=4)
+    assert all(len(paths) == 1 for paths in finished.values())
+
+
+# --- many small trials ---------------------------------------------------------------------------------------------
+
+LOAD_TRIALS = 40  # benchmarks/load_500.py runs the same with 500
+
+
+def test_many_small_trials_all_recorded_and_reported(ray_session, tmp_path, capsys):
+    spec = tmp_path / "load.yaml"
+    spec.write_text("name: load\nfactors:\n  model.mtm: [true]\nseeds: 1\n")
+    started = time.perf_counter()
+    status = ablations_run.main([str(spec), "--storage", str(tmp_path / "runs"), "--epochs", "1",
+                                 "--seeds", str(LOAD_TRIALS), *SETS])
+    seconds = time.perf_counter() - started
+    out = capsys.readouterr().out
+    assert status == 0, out[-3000:]
+    folder = tmp_path / "runs" / "load"
+    finished = _finished_by_hash(folder)
+    assert set(finished) == _planned_hashes(spec, epochs=1, seeds=LOAD_TRIALS)
+    assert all(len(paths) == 1 for paths in finished.values())
+    assert f"{LOAD_TRIALS} of {LOAD_TRIALS} trials finished" in out
+    summary = (folder / "report" / "summary.md").read_text()
+    assert f"trials: {LOAD_TRIALS} finished" in summary
+    assert (folder / "report" / "table.tex").exists() and not (folder / "report" / "failed.md").exists()
+    print(f"{LOAD_TRIALS} trials in {seconds:.1f} s ({seconds / LOAD_TRIALS:.2f} s per trial, report included)")
+
+
+def test_a_torn_last_record_of_the_optuna_journal_is_cut_before_the_next_run_appends(tmp_path):
+    """A run that died mid-append (full disk, SIGKILL) leaves half a line; appending after it would make every
+    later read of the journal fail."""
+    from ablations.runner import STUDY_FILE, _journal
+    from ablations.storage import locate
+
+    experiment = locate(str(tmp_path), "exp")
+    optuna.create_study(study_name="earlier", storage=_journal(experiment))
+    journal = tmp_path / "exp" / STUDY_FILE
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + b'{"op_code": 4, "worker_id": "cut-sh')
+    study = optuna.create_study(study_name="next", storage=_journal(experiment))
+    study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=2)
+    assert journal.read_bytes().startswith(whole)
+    names = sorted(s.study_name for s in optuna.get_all_study_summaries(_journal(experiment)))
+    assert names == ["earlier", "next"]
