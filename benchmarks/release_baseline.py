@@ -152,7 +152,7 @@ class ReleaseBaseline(nn.Module):
         n, c, t, v, m = x.shape
         x = x.permute(0, 1, 2, 4, 3).reshape(n, c, t, m * v)
         x = self.projection(x)
-        k = torch.arange(x.shape[1] // 2, dtype=torch.float32)
+        k = torch.arange(x.shape[1] // 2, dtype=torch.float32, device=x.device)
         angles = index_t.unsqueeze(-1) * torch.exp(k * (-2 * math.log(10000.0) / x.shape[1]))
         te = torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # (N, T, C)
         x = x + te.permute(0, 2, 1).unsqueeze(-1) * self.STPE.unsqueeze(1)
