@@ -123,7 +123,8 @@ def test_some_joints_are_missing_as_zeros(default_set: Path) -> None:
     data, _ = _load(default_set, "train")
     missing = [(a["keypoint"][0] == 0).all(axis=-1) for a in data["annotations"]]
     clips_with_gaps = np.mean([m.any() for m in missing])
-    assert 0.1 < clips_with_gaps < 0.6
+    # A share of clips near Difficulty.missing_prob has gaps (2,080 train clips: a few tenths of a percent of spread).
+    assert 0.5 * DEFAULT_DIFFICULTY.missing_prob < clips_with_gaps < 2 * DEFAULT_DIFFICULTY.missing_prob
     assert np.mean(np.concatenate([m.ravel() for m in missing])) < 0.02  # a few frames, not whole clips
     for a, m in zip(data["annotations"], missing, strict=True):
         assert (a["keypoint_score"][0][m] == 0).all() and (a["keypoint_score"][0][~m] > 0).all()
