@@ -13,6 +13,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from processes import trial_workers  # noqa: E402
+
 from ablations.runner import RunOptions, run_experiment, scan_results
 from ablations.spec import load_spec
 from ablations.storage import locate
@@ -80,10 +83,10 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint(ray_session, tmp_pat
     while time.time() < deadline and not list(folder.rglob("checkpoint_*")):
         time.sleep(0.5)
     assert list(folder.rglob("checkpoint_*")), "no checkpoint appeared"
-    workers = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout.split()
+    workers = trial_workers()  # this session's only: other Ray instances on the machine are left alone
     assert workers, "no trial process found"
     for pid in workers:
-        os.kill(int(pid), signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)
     output, _ = driver.communicate(timeout=300)
     assert driver.returncode == 0, output[-3000:]
     (record,) = _results(folder)

@@ -22,6 +22,9 @@ import optuna
 import pytest
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from processes import trial_workers  # noqa: E402
+
 from ablations import run as ablations_run
 from ablations.runner import RunOptions, plan_experiment
 from ablations.spec import load_spec
@@ -68,32 +71,6 @@ def _planned_hashes(spec_path: Path, epochs: int, seeds=None) -> set[str]:
 
 # --- the driver killed -------------------------------------------------------------------------------------------
 
-def _descendants(pid: int) -> dict[int, str]:
-    """pid → command line of every process below `pid` (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    found, todo = {}, [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            try:
-                found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            todo.append(child)
-    return found
-
-
-def _trial_workers() -> set[int]:
-    """Ray trial actors of the session's Ray instance (its raylet is a child of this process)."""
-    return {pid for pid, command in _descendants(os.getpid()).items() if command.startswith("ray::ImplicitFunc")}
-
-
 def _loadable(path: Path) -> bool:
     try:
         torch.load(path, map_location="cpu", weights_only=True)
@@ -116,7 +93,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_without_repeating(ray_sess
     folder = tmp_path / "runs" / "three"
     command = [sys.executable, "-m", "ablations.run", str(spec), "--storage", str(tmp_path / "runs"), "--epochs", "5",
                "--address", ray_session.get_runtime_context().gcs_address, *SETS]
-    before = _trial_workers()
+    before = trial_workers()
     with open(tmp_path / "first.log", "w") as log:
         driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         # Kill once a trial has finished while another is mid-flight (has reported an epoch, not finished).
@@ -126,7 +103,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_without_repeating(ray_sess
             if "finished" in statuses and "running" in statuses:
                 break
             time.sleep(0.05)
-        workers = _trial_workers() - before
+        workers = trial_workers() - before
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     assert "finished" in statuses and "running" in statuses, (statuses, (tmp_path / "first.log").read_text()[-3000:])

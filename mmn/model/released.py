@@ -1,6 +1,7 @@
 """Loading the release's checkpoints: its parameter names map onto ours, strictly, tensor by tensor."""
 from __future__ import annotations
 
+import pickle
 import re
 from os import PathLike
 from typing import Any, Mapping
@@ -106,6 +107,19 @@ def convert_state_dict(released: Mapping[str, torch.Tensor], model: MMN) -> dict
     return converted
 
 
+def _load_tensors_only(path: str | PathLike) -> Any:
+    """torch.load with weights_only=True, its multi-paragraph refusals turned into one line naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: the checkpoint holds objects other than tensors and containers, which are not "
+                         "loaded since unpickling them could run code; save its state dict alone "
+                         "(torch.save(model.state_dict(), ...)) where you trust it, and load that") from None
+    except RuntimeError as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first_line}") from None
+
+
 def from_released(state_dict_or_path: Mapping[str, Any] | str | PathLike, **overrides: Any) -> MMN:
     """Our model with the release's weights.
 
@@ -115,7 +129,7 @@ def from_released(state_dict_or_path: Mapping[str, Any] | str | PathLike, **over
     `from_released(sd, drop_path=0.0, fusion_dropout=0.0, head_dropout=0.0)`.
     """
     if isinstance(state_dict_or_path, (str, PathLike)):
-        state_dict_or_path = torch.load(state_dict_or_path, map_location="cpu", weights_only=True)
+        state_dict_or_path = _load_tensors_only(state_dict_or_path)
     released = _unwrap(state_dict_or_path)
     model = MMN(infer_config(released, **overrides))
     model.load_state_dict(convert_state_dict(released, model), strict=True)
