@@ -54,6 +54,15 @@ def _check_overrides(overrides: dict[str, Any], budget: str) -> dict[str, Any]:
     return overrides
 
 
+def _warn_shadowed(spec: Spec, overrides: dict[str, Any]) -> None:
+    """A --set on a key that the variants themselves set is overridden in every trial: say so before running."""
+    varied = {f.key: f"factor {f.label}" for f in spec.factors}
+    varied.update({key: "a rule" for rule in spec.rules for key in rule.set if key not in varied})
+    for key in overrides.keys() & varied.keys():
+        print(f"warning: --set {key}={overrides[key]} has no effect: {spec.name} sets {key} through its "
+              f"{varied[key]} in every variant it applies to", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ablations.run",
@@ -145,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             max_concurrent=args.max_concurrent, storage=args.storage, name=args.name,
             overrides=_check_overrides(parse_assignments(args.overrides), args.budget))
+        _warn_shadowed(spec, options.overrides)
         if args.dry_run:
             _print_plan(spec, options)
             return 0

@@ -95,6 +95,13 @@ def test_cli_usage_errors_exit_2_with_one_line():
     assert bad_set.returncode == 2 and "did you mean model.depth?" in bad_set.stderr
 
 
+def test_set_on_a_factor_key_warns_that_the_variants_win():
+    shadowed = _cli("depth", "--dry-run", "--set", "model.depth=9", "--set", "train.epochs=2")
+    assert shadowed.returncode == 0
+    assert shadowed.stderr.count("warning:") == 1
+    assert "warning: --set model.depth=9 has no effect: depth sets model.depth through its factor" in shadowed.stderr
+
+
 def test_cli_list_and_dry_run():
     listing = _cli("--list")
     assert listing.returncode == 0 and all(name in listing.stdout for name in SHIPPED)
