@@ -291,9 +291,20 @@ def test_released_checkpoint_of_another_shape(released_state_dict, tmp_path):
 def test_released_checkpoint_that_runs_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": _RunsCode(tmp_path / "pwned")}, path)
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    with pytest.raises(ValueError, match=r"evil\.pth: the checkpoint holds objects other than tensors") as error:
         from_released(path)
+    assert "\n" not in str(error.value)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_truncated_released_checkpoint_is_one_line(tmp_path):
+    whole = tmp_path / "whole.pth"
+    torch.save({"head.weight": torch.zeros(52, 96)}, whole)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(whole.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"cut\.pth: not a readable PyTorch checkpoint") as error:
+        from_released(cut)
+    assert "\n" not in str(error.value)
 
 
 # --- the same, as real processes -------------------------------------------------------------------------------------

@@ -91,29 +91,6 @@ def test_from_released_overrides_reach_the_config(released_sd) -> None:
 
 # --- strictness ----------------------------------------------------------------------------------------------
 
-class _RunsCode:
-    def __reduce__(self):
-        return (print, ("this would have run",))
-
-
-def test_checkpoint_with_code_is_refused_in_one_line(released_sd, tmp_path: Path, capsys) -> None:
-    path = tmp_path / "with_code.pt"
-    torch.save({"state_dict": released_sd, "extra": _RunsCode()}, path)
-    with pytest.raises(ValueError, match=r"with_code\.pt: the checkpoint holds objects other than tensors") as error:
-        from_released(path)
-    assert "\n" not in str(error.value) and "this would have run" not in capsys.readouterr().out
-
-
-def test_truncated_checkpoint_is_refused_in_one_line(released_sd, tmp_path: Path) -> None:
-    whole = tmp_path / "whole.pt"
-    torch.save(released_sd, whole)
-    cut = tmp_path / "cut.pt"
-    cut.write_bytes(whole.read_bytes()[:4096])
-    with pytest.raises(ValueError, match=r"cut\.pt: not a readable PyTorch checkpoint") as error:
-        from_released(cut)
-    assert "\n" not in str(error.value)
-
-
 def test_extra_tensor_is_named(released_sd) -> None:
     checkpoint = {**released_sd, "MFM.0.blocks.0.aux_head.weight": torch.zeros(3)}
     with pytest.raises(ValueError, match=r"MFM\.0\.blocks\.0\.aux_head\.weight"):
@@ -178,6 +155,8 @@ def test_two_persons_run() -> None:
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"num_frames": 60}, "num_frames=60 must be divisible by 2^(num_scales-1)=8; use num_frames=56"),
     ({"num_frames": 6, "num_scales": 3}, "divisible by 2^(num_scales-1)=4"),
+    ({"num_frames": 8}, "num_frames=8 leaves the coarsest of 4 scales under 2 frames, too few for frame differences; "
+                        "use num_frames >= 16 or fewer scales"),
     ({"pos_enc": "rope"}, "pos_enc='rope' is not one of stpe, learned, sinusoidal, none"),
     ({"msm": "full"}, "msm='full' is not one of released, graph, off"),
     ({"fusion": "max"}, "fusion='max' is not one of gated, mean, last"),

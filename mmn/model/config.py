@@ -62,7 +62,11 @@ class ModelConfig:
         stride = 2 ** (self.num_scales - 1)
         need(self.num_frames % stride == 0,
              f"model.num_frames={self.num_frames} must be divisible by 2^(num_scales-1)={stride}; "
-             f"use num_frames={max(stride, self.num_frames // stride * stride)} or fewer scales")
+             f"use num_frames={max(2 * stride, self.num_frames // stride * stride)} or fewer scales")
+        # Frame differences need two frames, at the coarsest scale too.
+        need(self.num_frames >= 2 * stride,
+             f"model.num_frames={self.num_frames} leaves the coarsest of {self.num_scales} scales under 2 frames, "
+             f"too few for frame differences; use num_frames >= {2 * stride} or fewer scales")
         need(self.embed_dim % 4 == 0 and (self.embed_dim // 4) % self.groups == 0,
              f"model.embed_dim={self.embed_dim} must split into 4 quarters each divisible by groups={self.groups}; "
              f"use a multiple of {4 * self.groups}")
