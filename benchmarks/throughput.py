@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from release_baseline import ReleaseBaseline  # noqa: E402
 
 from mmn.model import MMN  # noqa: E402
+from mmn.profile import seconds  # noqa: E402
 from mmn.runtime import tune_cpu_allocator  # noqa: E402
 
 RELEASE_QUOTED = {"train": 11.6, "eval": 42.0}
@@ -45,19 +45,8 @@ def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch,
     optimizer.step()
 
 
-def _timed(device: torch.device, work) -> float:
-    """Seconds that `work` takes; on a GPU, from an idle queue until its kernels have finished."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    work()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
-def measure(models: dict[str, torch.nn.Module], batch_size: int, repeats: int, device: torch.device = torch.device("cpu"),
-            amp: bool = False) -> dict[str, dict[str, float]]:
+def measure(models: dict[str, torch.nn.Module], batch_size: int, repeats: int,
+            device: torch.device = torch.device("cpu"), amp: bool = False) -> dict[str, dict[str, float]]:
     batch = _inputs(batch_size, device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
     optimizers = {name: torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.1) for name, m in models.items()}
@@ -70,9 +59,9 @@ def measure(models: dict[str, torch.nn.Module], batch_size: int, repeats: int, d
     for round_ in range(repeats + 1):  # round 0 warms up
         for name, model in models.items():
             model.train()
-            train_time = _timed(device, lambda: _train_step(model, optimizers[name], batch, autocast))
+            train_time = seconds(lambda: _train_step(model, optimizers[name], batch, autocast), device)
             model.eval()
-            eval_time = _timed(device, lambda: evaluate(model))
+            eval_time = seconds(lambda: evaluate(model), device)
             if round_:
                 times[name]["train"].append(train_time)
                 times[name]["eval"].append(eval_time)

@@ -85,6 +85,17 @@ def _num_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+def seconds(work: Callable[[], None], device: torch.device) -> float:
+    """Wall time of `work`; on a GPU, from an idle queue until its kernels have finished."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
 def measure_throughput(model_or_config: nn.Module | ModelConfig, batch_size: int = 32, threads: int | None = None,
                        steps: int = 3) -> dict[str, float]:
     """Clips per second in training (forward, label-smoothing CE, backward, AdamW step) and in inference.
@@ -112,17 +123,8 @@ def measure_throughput(model_or_config: nn.Module | ModelConfig, batch_size: int
             model(x, index_t)
 
     def clips_per_s(step: Callable[[], None]) -> float:
-        times = []
-        for i in range(steps + 1):  # the first step warms up allocator and kernels
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i:
-                times.append(time.perf_counter() - start)
-        return batch_size / statistics.median(times)
+        times = [seconds(step, device) for _ in range(steps + 1)]
+        return batch_size / statistics.median(times[1:])  # the first step warms up allocator and kernels
 
     with _num_threads(threads):
         try:

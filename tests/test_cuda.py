@@ -6,7 +6,6 @@ CI's, whose tests cover the same code on the CPU.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,16 +16,6 @@ from mmn.model import from_released
 from mmn.train import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-FIXTURES = Path(os.environ.get("MMN_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
-REFERENCE = FIXTURES / "mmn_ma52_reference.pt"
-
-
-@pytest.fixture(scope="module")
-def reference() -> dict:
-    if not REFERENCE.exists():
-        pytest.skip(f"fixture {REFERENCE} not present (set MMN_FIXTURES to its folder)")
-    return torch.load(REFERENCE, map_location="cpu", weights_only=True)
 
 
 @pytest.fixture

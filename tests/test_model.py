@@ -10,18 +10,6 @@ from mmn.model import MMN, ConfigError, ModelConfig, from_released
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-REFERENCE = FIXTURES / "mmn_ma52_reference.pt"
-
-
-
-
-@pytest.fixture(scope="module")
-def reference() -> dict:
-    if not REFERENCE.exists():
-        pytest.skip(f"fixture {REFERENCE} not present")
-    return torch.load(REFERENCE, map_location="cpu", weights_only=True)
-
 
 @pytest.fixture(scope="module")
 def released_sd(reference: dict) -> dict[str, torch.Tensor]:
