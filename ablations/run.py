@@ -43,8 +43,14 @@ def _seeds(text: str) -> int | list[int]:
 
 
 def _check_overrides(overrides: dict[str, Any], budget: str) -> dict[str, Any]:
-    """Each --set value on its own: an unknown key or a wrong type or value is an error naming the --set, even
-    where a factor of the spec would override it. Conditions between keys are checked per variant later."""
+    """The --set values together, else each on its own: an unknown key or a wrong type or value is an error naming
+    the --set, even where a factor of the spec would override it. Conditions that a variant may still satisfy (the
+    branches MSM/MTM need) are checked per variant later."""
+    try:
+        apply_overrides(with_budget(RunConfig(), budget), overrides)
+        return overrides  # e.g. num_frames=8 with num_scales=1: fine together, not alone under the budget
+    except ConfigError:
+        pass
     for key, value in overrides.items():
         try:
             apply_overrides(with_budget(RunConfig(), budget), {key: value})
