@@ -48,7 +48,7 @@ def _check_overrides(overrides: dict[str, Any], budget: str) -> dict[str, Any]:
     branches MSM/MTM need) are checked per variant later."""
     try:
         apply_overrides(with_budget(RunConfig(), budget), overrides)
-        return overrides  # e.g. num_frames=8 with num_scales=1: fine together, not alone under the budget
+        return overrides  # e.g. num_frames=4 with num_scales=2: fine together, not alone under the quick budget
     except ConfigError:
         pass
     for key, value in overrides.items():

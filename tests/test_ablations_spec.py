@@ -96,11 +96,11 @@ def test_cli_usage_errors_exit_2_with_one_line():
 
 
 def test_set_values_are_checked_together_then_alone():
-    together = _cli("msm_mtm", "--dry-run", "--set", "model.num_frames=8", "--set", "model.num_scales=1")
+    together = _cli("msm_mtm", "--dry-run", "--set", "model.num_frames=4", "--set", "model.num_scales=2")
     assert together.returncode == 0, together.stderr
-    alone = _cli("msm_mtm", "--dry-run", "--set", "model.num_frames=8")
+    alone = _cli("msm_mtm", "--dry-run", "--set", "model.num_frames=4")
     assert alone.returncode == 2
-    assert "--set model.num_frames=8: model.num_frames=8 leaves the coarsest of 4 scales under 2 frames" in alone.stderr
+    assert "--set model.num_frames=4: model.num_frames=4 leaves the coarsest of 3 scales under 2 frames" in alone.stderr
 
 
 def test_set_on_a_factor_key_warns_that_the_variants_win():
