@@ -1,5 +1,6 @@
 """MMN, faithful to the released implementation, with every ablation switch as a `ModelConfig` field."""
 from .config import ConfigError, ModelConfig
+from .inference import InferenceMMN, fuse_for_inference
 from .network import MMN
 from .released import from_released
 
@@ -10,4 +11,4 @@ def build_model(config: ModelConfig | None = None, **overrides) -> MMN:
     return MMN(ModelConfig(**{**base, **overrides}))
 
 
-__all__ = ["ConfigError", "MMN", "ModelConfig", "build_model", "from_released"]
+__all__ = ["ConfigError", "InferenceMMN", "MMN", "ModelConfig", "build_model", "from_released", "fuse_for_inference"]

@@ -23,6 +23,14 @@ def frame_difference(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((diff, diff[:, -1:]), dim=1)
 
 
+def mix_joints(u: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """Channel group h of u (N, T, V, C) is mixed over joints by its own V×V matrix A_h: Σ_u A_h[v, u]·u[u]."""
+    n, t, v, c = u.shape
+    groups = matrices.shape[0]
+    grouped = u.reshape(n, t, v, groups, c // groups)
+    return torch.einsum("ntugc,gvu->ntvgc", grouped, matrices).reshape(n, t, v, c)
+
+
 class MotionBranch(nn.Module):
     """Depthwise temporal conv, BatchNorm and GELU over the frame differences."""
 
@@ -128,12 +136,6 @@ class MotionGuidedBlock(nn.Module):
         self.mlp = MLP(channels, int(channels * config.mlp_ratio))
         self.drop_path = DropPath(drop_path)
 
-    def mix_joints(self, u: torch.Tensor) -> torch.Tensor:
-        """Group h of the skeleton channels is mixed over joints by its own V×V matrix A_h: Σ_u A_h[v, u]·x[u]."""
-        n, t, v, c = u.shape
-        grouped = u.reshape(n, t, v, self.config.groups, c // self.config.groups)
-        return torch.einsum("ntugc,gvu->ntvgc", grouped, self.joint_mixing).reshape(n, t, v, c)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = self.quarter
         u = self.mapping(self.norm1(x))
@@ -146,7 +148,7 @@ class MotionGuidedBlock(nn.Module):
             raw.append(temporal)
             branches.append(modulate(temporal, *self.mtm(motion)) if self.mtm is not None else temporal)
         if self.config.skeleton_branch:
-            skeleton = self.mix_joints(u[..., :q])
+            skeleton = mix_joints(u[..., :q], self.joint_mixing)
             raw.append(skeleton)
             branches.append(modulate(skeleton, *self.msm(motion)) if self.msm is not None else skeleton)
         if self.config.motion_branch:

@@ -1,0 +1,108 @@
+"""`fuse_for_inference`: the folded eval-only copy gives the unfolded model's eval logits, for every variant."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmn.model import MMN, InferenceMMN, ModelConfig, from_released, fuse_for_inference
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = dict(embed_dim=32, num_frames=16, num_joints=10, num_classes=5, depth=2)
+
+VARIANTS = [
+    {},
+    {"msm": "off"},
+    {"msm": "graph"},
+    {"mtm": False},
+    {"msm": "off", "mtm": False},
+    {"modulated_fusion": True},
+    {"modulated_fusion": True, "msm": "graph", "mtm": False},
+    {"skeleton_branch": False, "msm": "off"},
+    {"temporal_branch": False, "mtm": False},
+    {"motion_branch": False},
+    {"motion_branch": False, "msm": "off", "mtm": False},
+    {"pos_enc": "none"},
+    {"pos_enc": "learned"},
+    {"pos_enc": "sinusoidal"},
+    {"num_scales": 1},
+    {"num_scales": 2, "fusion": "mean"},
+    {"num_scales": 3, "fusion": "last"},
+    {"groups": 2, "temporal_kernel": 5, "mlp_ratio": 1.5},
+    {"num_persons": 2},
+]
+
+
+def trained_like(**overrides) -> MMN:
+    """A small model whose norms are far from their initial identity, so that every fold changes numbers."""
+    torch.manual_seed(0)
+    model = MMN(ModelConfig(**{**SMALL, **overrides}))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm)):
+                module.weight.copy_(1 + 0.3 * torch.randn_like(module.weight))
+                module.bias.copy_(0.2 * torch.randn_like(module.bias))
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.copy_(0.3 * torch.randn_like(module.running_mean))
+                module.running_var.copy_(0.5 + torch.rand_like(module.running_var))
+        for name, param in model.named_parameters():
+            if name.endswith("adjacency"):
+                param.add_(0.2 * torch.rand_like(param))
+    return model.eval()
+
+
+def inputs(config: ModelConfig, batch: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(batch, 2, config.num_frames, config.num_joints, config.num_persons, generator=generator)
+    return x, torch.rand(batch, config.num_frames, generator=generator) * 2 - 1
+
+
+@pytest.mark.parametrize("overrides", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize("mode", ["inference_mode", "grad_enabled"])
+def test_fused_matches_unfused_eval(overrides: dict, mode: str) -> None:
+    # inference_mode takes the fused oneDNN kernels on a CPU; with autograd on, the same code runs plain PyTorch ops.
+    model = trained_like(**overrides)
+    x, index_t = inputs(model.config)
+    with torch.no_grad():
+        expected = model(x, index_t)
+    context = torch.inference_mode() if mode == "inference_mode" else torch.enable_grad()
+    with context:
+        actual = fuse_for_inference(model)(x, index_t)
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+
+
+def test_fused_release_model_matches_the_reference(reference: dict) -> None:
+    model = from_released(reference["state_dict"]).eval()
+    with torch.inference_mode():
+        unfused = model(reference["x"], reference["index_t"])
+        fused = fuse_for_inference(model)(reference["x"], reference["index_t"])
+    torch.testing.assert_close(fused, reference["logits_eval"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(fused, unfused, atol=1e-5, rtol=0)
+
+
+def test_fused_copy_refuses_training_and_leaves_the_model_alone() -> None:
+    model = trained_like().train()
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    fused = fuse_for_inference(model)
+    assert isinstance(fused, InferenceMMN) and not fused.training
+    with pytest.raises(RuntimeError, match="evaluation only.*fuse_for_inference again"):
+        fused.train()
+    fused.eval()  # eval mode stays allowed
+    assert not any(p.requires_grad for p in fused.parameters())  # nothing for an optimizer to train
+    assert model.training
+    assert all(torch.equal(t, before[name]) for name, t in model.state_dict().items())
+
+
+def test_folding_again_picks_up_new_weights() -> None:
+    model = trained_like()
+    x, index_t = inputs(model.config)
+    first = fuse_for_inference(model)
+    with torch.inference_mode():
+        before = first(x, index_t)
+    with torch.no_grad():
+        model.stages["0"][0].merge_norm.running_mean.add_(1.0)  # what a training step's BatchNorm update does
+        expected = model(x, index_t)
+    with torch.inference_mode():
+        torch.testing.assert_close(first(x, index_t), before, rtol=0, atol=0)  # a fused copy is a snapshot
+        torch.testing.assert_close(fuse_for_inference(model)(x, index_t), expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(before, expected, atol=1e-4)
