@@ -1,34 +1,25 @@
 """`fuse_for_inference`: the folded eval-only copy gives the unfolded model's eval logits, for every variant."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from mmn.model import MMN, InferenceMMN, ModelConfig, from_released, fuse_for_inference
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_variants import VARIANTS as MODEL_VARIANTS, variant_id  # noqa: E402
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = dict(embed_dim=32, num_frames=16, num_joints=10, num_classes=5, depth=2)
 
-VARIANTS = [
-    {},
-    {"msm": "off"},
-    {"msm": "graph"},
-    {"mtm": False},
+# The shared variants, plus combinations that only the folding treats specially, and two persons.
+VARIANTS = MODEL_VARIANTS + [
     {"msm": "off", "mtm": False},
-    {"modulated_fusion": True},
     {"modulated_fusion": True, "msm": "graph", "mtm": False},
-    {"skeleton_branch": False, "msm": "off"},
-    {"temporal_branch": False, "mtm": False},
-    {"motion_branch": False},
-    {"motion_branch": False, "msm": "off", "mtm": False},
-    {"pos_enc": "none"},
-    {"pos_enc": "learned"},
-    {"pos_enc": "sinusoidal"},
-    {"num_scales": 1},
-    {"num_scales": 2, "fusion": "mean"},
-    {"num_scales": 3, "fusion": "last"},
-    {"groups": 2, "temporal_kernel": 5, "mlp_ratio": 1.5},
     {"num_persons": 2},
 ]
 
@@ -57,7 +48,7 @@ def inputs(config: ModelConfig, batch: int = 3) -> tuple[torch.Tensor, torch.Ten
     return x, torch.rand(batch, config.num_frames, generator=generator) * 2 - 1
 
 
-@pytest.mark.parametrize("overrides", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize("overrides", VARIANTS, ids=variant_id)
 @pytest.mark.parametrize("mode", ["inference_mode", "grad_enabled"])
 def test_fused_matches_unfused_eval(overrides: dict, mode: str) -> None:
     # inference_mode takes the fused oneDNN kernels on a CPU; with autograd on, the same code runs plain PyTorch ops.

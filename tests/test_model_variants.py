@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from mmn.model import MMN, ModelConfig
 from mmn.model.block import SkeletalModulation
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_variants import VARIANTS, variant_id  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -308,27 +313,9 @@ def test_dropout_rates_reach_their_modules() -> None:
 
 # --- every variant trains ------------------------------------------------------------------------------------
 
-VARIANTS = [
-    {},
-    {"msm": "off"},
-    {"msm": "graph"},
-    {"mtm": False},
-    {"modulated_fusion": True},
-    {"skeleton_branch": False, "msm": "off"},
-    {"temporal_branch": False, "mtm": False},
-    {"motion_branch": False},
-    {"motion_branch": False, "msm": "off", "mtm": False},
-    {"pos_enc": "none"},
-    {"pos_enc": "learned"},
-    {"pos_enc": "sinusoidal"},
-    {"num_scales": 1},
-    {"num_scales": 2, "fusion": "mean"},
-    {"num_scales": 3, "fusion": "last"},
-    {"depth": 2, "groups": 2, "temporal_kernel": 5, "mlp_ratio": 1.5},
-]
 
 
-@pytest.mark.parametrize("overrides", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize("overrides", VARIANTS, ids=variant_id)
 def test_backward_gives_finite_gradients(overrides: dict) -> None:
     model = build(**overrides).train()
     x, index_t = inputs(batch=4)

@@ -161,23 +161,19 @@ class FusedBlock(nn.Module):
         gate_in = x.new_empty(n, t, v, self.merged)  # the gate sees modulated outputs where modulation is on
         raw = []  # what the gate weights multiply in the release: the unmodulated outputs
         slices = iter(self.slices)
+        branches = []  # (unmodulated output, its modulation or None), in the release's order
         if self.temporal_branch:
-            temporal = kernels.temporal_conv(u[..., q:2 * q], self.temporal_weight, self.temporal_bias,
-                                             self.temporal_weight.shape[2] // 2, self.temporal_groups)
-            out = gate_in[..., next(slices)]
-            if self.mtm is not None:
-                self.mtm(temporal, motion, out)
-            else:
-                out.copy_(temporal)
-            raw.append(temporal)
+            branches.append((kernels.temporal_conv(u[..., q:2 * q], self.temporal_weight, self.temporal_bias,
+                                                   self.temporal_weight.shape[2] // 2, self.temporal_groups), self.mtm))
         if self.skeleton_branch:
-            skeleton = mix_joints(u[..., :q], self.joint_mixing)
+            branches.append((mix_joints(u[..., :q], self.joint_mixing), self.msm))
+        for output, modulation in branches:
             out = gate_in[..., next(slices)]
-            if self.msm is not None:
-                self.msm(skeleton, motion, out)
+            if modulation is not None:
+                modulation(output, motion, out)
             else:
-                out.copy_(skeleton)
-            raw.append(skeleton)
+                out.copy_(output)
+            raw.append(output)
         if self.motion_branch:
             gate_in[..., next(slices)] = motion
             raw.append(motion)
