@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .layers import ChannelsLastBatchNorm, DropPath, TemporalConv, standardise
+from .layers import ChannelsLastBatchNorm, DropPath, Linear, TemporalConv, standardise
 
 
 def _trunc_normal(*shape: int) -> nn.Parameter:
@@ -54,7 +54,7 @@ class SkeletalModulation(nn.Module):
         super().__init__()
         self.mode = mode
         self.adjacency = nn.Parameter(torch.eye(num_joints))
-        self.fc = nn.Linear(channels, channels)
+        self.fc = Linear(channels, channels)
         self.norm = ChannelsLastBatchNorm(channels)
 
     def forward(self, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,9 +87,9 @@ class BranchGate(nn.Module):
 
     def __init__(self, channels: int, num_branches: int, hidden: int) -> None:
         super().__init__()
-        self.reduce = nn.Linear(channels, hidden, bias=False)
+        self.reduce = Linear(channels, hidden, bias=False)
         self.norm = ChannelsLastBatchNorm(hidden)
-        self.expand = nn.Linear(hidden, num_branches, bias=False)
+        self.expand = Linear(hidden, num_branches, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.expand(torch.relu(self.norm(self.reduce(x)))))
@@ -98,8 +98,8 @@ class BranchGate(nn.Module):
 class MLP(nn.Module):
     def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(channels, hidden)
-        self.fc2 = nn.Linear(hidden, channels)
+        self.fc1 = Linear(channels, hidden)
+        self.fc2 = Linear(hidden, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(nn.functional.gelu(self.fc1(x)))
@@ -113,7 +113,7 @@ class MotionGuidedBlock(nn.Module):
         self.config = config
         self.quarter = quarter
         self.norm1 = nn.LayerNorm(channels)
-        self.mapping = nn.Linear(channels, channels)
+        self.mapping = Linear(channels, channels)
         if config.skeleton_branch:
             self.joint_mixing = _trunc_normal(config.groups, config.graph_joints, config.graph_joints)
         if config.temporal_branch:
@@ -129,9 +129,9 @@ class MotionGuidedBlock(nn.Module):
                   2 * quarter if config.motion_branch else 0]
         merged = sum(widths)
         self.gate = BranchGate(merged, sum(w > 0 for w in widths), channels // 4)
-        self.merge = nn.Linear(merged, channels, bias=False)
+        self.merge = Linear(merged, channels, bias=False)
         self.merge_norm = ChannelsLastBatchNorm(channels)
-        self.proj = nn.Linear(channels, channels)
+        self.proj = Linear(channels, channels)
         self.norm2 = nn.LayerNorm(channels)
         self.mlp = MLP(channels, int(channels * config.mlp_ratio))
         self.drop_path = DropPath(drop_path)

@@ -6,6 +6,15 @@ import math
 import torch
 from torch import nn
 
+from . import kernels
+
+
+class Linear(nn.Linear):
+    """nn.Linear (same parameters and state dict) whose product runs on oneDNN on a CPU: see `kernels`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return kernels.trainable_linear(x, self.weight, self.bias)
+
 
 class DropPath(nn.Module):
     """Stochastic depth: drops the whole residual branch of a sample with probability `rate` while training."""

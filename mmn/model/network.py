@@ -9,7 +9,7 @@ from torch import nn
 
 from .block import MotionGuidedBlock
 from .config import ModelConfig
-from .layers import ChannelsLastBatchNorm, TemporalConv, sinusoid
+from .layers import ChannelsLastBatchNorm, Linear, TemporalConv, sinusoid
 
 
 class PositionalEncoding(nn.Module):
@@ -70,11 +70,11 @@ class ScaleFusion(nn.Module):
         self.last_norm = ChannelsLastBatchNorm(channels)
         if self.mode == "gated":
             self.gate = nn.Sequential(
-                nn.Linear(scales * channels, channels), ChannelsLastBatchNorm(channels), nn.ReLU(),
-                nn.Linear(channels, scales),
+                Linear(scales * channels, channels), ChannelsLastBatchNorm(channels), nn.ReLU(),
+                Linear(channels, scales),
             )
         self.dropout = nn.Dropout(config.fusion_dropout)
-        self.residual = nn.Linear(channels, channels)
+        self.residual = Linear(channels, channels)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         last = torch.relu(self.last_norm(features[-1]))
@@ -98,7 +98,7 @@ class MMN(nn.Module):
         self.config = config
         channels = config.embed_dim
         self.projection = nn.Sequential(
-            nn.Linear(config.in_channels, 4), nn.GELU(), nn.Linear(4, 6), nn.GELU(), nn.Linear(6, channels),
+            Linear(config.in_channels, 4), nn.GELU(), Linear(4, 6), nn.GELU(), Linear(6, channels),
         )
         self.pos_enc = PositionalEncoding(config)
         self.downsamplers = nn.ModuleList(Downsample(channels) for _ in range(config.num_scales - 1))
@@ -112,7 +112,7 @@ class MMN(nn.Module):
         })
         self.fusion = ScaleFusion(config)
         self.head_dropout = nn.Dropout(config.head_dropout)
-        self.head = nn.Linear(channels, config.num_classes)
+        self.head = Linear(channels, config.num_classes)
 
     def forward(self, x: torch.Tensor, index_t: torch.Tensor) -> torch.Tensor:
         """x: (N, C_in, T, V, M) or (N, C_in, T, V); index_t: (N, T) source-frame positions in [−1, 1)."""

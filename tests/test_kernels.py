@@ -1,0 +1,55 @@
+"""The training kernels in `mmn.model.kernels` give what the plain PyTorch ops give, values and gradients."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from mmn.model import kernels
+
+needs_onednn = pytest.mark.skipif(not kernels.ONEDNN, reason="this PyTorch build has no usable oneDNN ops")
+
+
+def _values_and_grads(fn, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    leaves = [t.detach().clone().requires_grad_(t.requires_grad) for t in tensors]
+    out = fn(*leaves)
+    out.backward(torch.linspace(-1, 1, out.numel()).view_as(out))
+    return [out.detach()] + [leaf.grad for leaf in leaves if leaf.requires_grad]
+
+
+@needs_onednn
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_trainable_linear_matches_f_linear(with_bias: bool, input_grad: bool) -> None:
+    generator = torch.Generator().manual_seed(0)
+    # A channels-last activation sliced on its channels, as the block feeds its branches: not contiguous.
+    x = torch.randn(3, 5, 7, 40, generator=generator)[..., 8:32].requires_grad_(input_grad)
+    weight = torch.randn(12, 24, generator=generator).requires_grad_()
+    bias = torch.randn(12, generator=generator).requires_grad_() if with_bias else None
+    tensors = [t for t in (x, weight, bias) if t is not None]
+
+    def ours(x, weight, bias=None):
+        return kernels.trainable_linear(x, weight, bias)
+
+    expected = _values_and_grads(F.linear, *tensors)
+    got = _values_and_grads(ours, *tensors)
+    assert len(got) == len(expected) == 1 + sum(t.requires_grad for t in tensors)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_trainable_linear_runs_on_onednn_only_where_it_applies() -> None:
+    x, weight = torch.randn(4, 8), torch.randn(3, 8, requires_grad=True)
+
+    def product_node(out: torch.Tensor) -> str:
+        node = out.grad_fn
+        while node.name() == "ViewBackward0":  # the reshape back to the input's leading axes
+            node = node.next_functions[0][0]
+        return node.name()
+
+    assert product_node(kernels.trainable_linear(x, weight, None)) == "_OneDnnLinearBackward"
+    assert product_node(kernels.trainable_linear(x.double(), weight.double(), None)) == "MmBackward0"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert kernels.trainable_linear(x, weight, None).dtype == torch.bfloat16
