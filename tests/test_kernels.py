@@ -1,5 +1,5 @@
-"""Hand-written training paths (`mmn.model.kernels`, `mmn.model.modulation`) give what the plain PyTorch ops give,
-values and gradients."""
+"""Hand-written training paths (`mmn.model.kernels`, `mmn.model.modulation`, the block's frame difference and
+residual drop-path) give what the plain PyTorch ops give, values and gradients."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,8 @@ import torch
 from torch.nn import functional as F
 
 from mmn.model import kernels
-from mmn.model.layers import standardise
+from mmn.model.block import frame_difference
+from mmn.model.layers import DropPath, standardise
 from mmn.model.modulation import modulate
 
 needs_onednn = pytest.mark.skipif(not kernels.ONEDNN, reason="this PyTorch build has no usable oneDNN ops")
@@ -77,3 +78,24 @@ def test_modulation_matches_the_composed_ops() -> None:
     got = _values_and_grads(modulate, y, gamma_beta)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_frame_difference_gradients_are_exact() -> None:
+    x = torch.randn(2, 6, 3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    # A channel slice, as the block passes its motion channels.
+    assert torch.autograd.gradcheck(lambda x: frame_difference(x[..., 4:]), (x,))
+    diff = x[:, 1:] - x[:, :-1]
+    torch.testing.assert_close(frame_difference(x), torch.cat((diff, diff[:, -1:]), dim=1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_residual_drop_path_equals_adding_the_dropped_branch(training: bool) -> None:
+    drop = DropPath(0.4).train(training)
+    residual, branch = torch.randn(64, 3, 5), torch.randn(64, 3, 5)
+    torch.manual_seed(7)
+    expected = residual + drop(branch)
+    torch.manual_seed(7)
+    got = drop.add_to(residual, branch)
+    torch.testing.assert_close(got, expected)
+    kept = (got - residual).flatten(1).abs().sum(1) > 0
+    assert 0 < int(kept.sum()) < 64 if training else bool(kept.all())

@@ -18,10 +18,32 @@ def _trunc_normal(*shape: int) -> nn.Parameter:
     return nn.Parameter(nn.init.trunc_normal_(torch.empty(*shape), std=0.02))
 
 
+class _FrameDifference(torch.autograd.Function):
+    """D[t] = x[t+1] − x[t], D[T−1] = D[T−2], written straight into its output. Composed from slices, a
+    subtraction and a concatenation, autograd's backward would zero-fill and add three frame-sized buffers."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.new_empty(x.shape)
+        torch.sub(x[:, 1:], x[:, :-1], out=out[:, :-1])
+        out[:, -1] = out[:, -2]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        # Fold the repeated last difference into the one it copies: g[t] is then the gradient of x[t+1] − x[t].
+        g = grad[:, :-1].clone()
+        g[:, -1] += grad[:, -1]
+        grad_x = grad.new_empty(grad.shape)
+        grad_x[:, 0] = -g[:, 0]
+        torch.sub(g[:, :-1], g[:, 1:], out=grad_x[:, 1:-1])
+        grad_x[:, -1] = g[:, -1]
+        return grad_x
+
+
 def frame_difference(x: torch.Tensor) -> torch.Tensor:
     """D[t] = x[t+1] − x[t] along frames (axis 1), the last difference repeated to keep T frames."""
-    diff = x[:, 1:] - x[:, :-1]
-    return torch.cat((diff, diff[:, -1:]), dim=1)
+    return _FrameDifference.apply(x)
 
 
 def mix_joints(u: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
@@ -134,17 +156,18 @@ class MotionGuidedBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = self.quarter
-        u = self.mapping(self.norm1(x))
+        # split, not three slices: its backward is one concatenation, where each slice's zero-fills a full buffer.
+        u_skeleton, u_temporal, u_motion = self.mapping(self.norm1(x)).split((q, q, 2 * q), dim=-1)
         branches: list[torch.Tensor] = []  # what the gate sees (modulated where modulation is on)
         raw: list[torch.Tensor] = []  # what the gate weights multiply in the release (unmodulated)
-        motion = self.motion(u[..., 2 * q:]) if self.motion is not None else None
+        motion = self.motion(u_motion) if self.motion is not None else None
 
         if self.config.temporal_branch:
-            temporal = self.temporal_conv(u[..., q:2 * q])
+            temporal = self.temporal_conv(u_temporal)
             raw.append(temporal)
             branches.append(modulate(temporal, self.mtm(motion)) if self.mtm is not None else temporal)
         if self.config.skeleton_branch:
-            skeleton = mix_joints(u[..., :q], self.joint_mixing)
+            skeleton = mix_joints(u_skeleton, self.joint_mixing)
             raw.append(skeleton)
             branches.append(modulate(skeleton, self.msm(motion)) if self.msm is not None else skeleton)
         if self.config.motion_branch:
@@ -156,5 +179,5 @@ class MotionGuidedBlock(nn.Module):
         merged = torch.cat([w.unsqueeze(-1) * b for w, b in zip(weights.unbind(-1), chosen)], dim=-1)
         merged = nn.functional.gelu(self.merge_norm(self.merge(merged)))
 
-        x = x + self.drop_path(self.proj(merged))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = self.drop_path.add_to(x, self.proj(merged))
+        return self.drop_path.add_to(x, self.mlp(self.norm2(x)))

@@ -23,12 +23,20 @@ class DropPath(nn.Module):
         super().__init__()
         self.rate = rate
 
+    def _mask(self, x: torch.Tensor) -> torch.Tensor:
+        keep = 1.0 - self.rate
+        return x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.rate == 0.0 or not self.training:
             return x
-        keep = 1.0 - self.rate
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)
+        return x * self._mask(x)
+
+    def add_to(self, residual: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+        """residual + self(branch), in one pass over memory instead of two."""
+        if self.rate == 0.0 or not self.training:
+            return residual + branch
+        return torch.addcmul(residual, branch, self._mask(branch))
 
     def extra_repr(self) -> str:
         return f"rate={self.rate:.3f}"
