@@ -1,5 +1,5 @@
 """Hand-written training paths (`mmn.model.kernels`, `mmn.model.modulation`, the block's frame difference and
-residual drop-path) give what the plain PyTorch ops give, values and gradients."""
+residual drop-path, replicate-padded temporal convs) give what the plain PyTorch ops give, values and gradients."""
 from __future__ import annotations
 
 import pytest
@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from mmn.model import kernels
 from mmn.model.block import frame_difference
-from mmn.model.layers import DropPath, standardise
+from mmn.model.layers import DropPath, TemporalConv, standardise
 from mmn.model.modulation import modulate
 
 needs_onednn = pytest.mark.skipif(not kernels.ONEDNN, reason="this PyTorch build has no usable oneDNN ops")
@@ -86,6 +86,25 @@ def test_frame_difference_gradients_are_exact() -> None:
     assert torch.autograd.gradcheck(lambda x: frame_difference(x[..., 4:]), (x,))
     diff = x[:, 1:] - x[:, :-1]
     torch.testing.assert_close(frame_difference(x), torch.cat((diff, diff[:, -1:]), dim=1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(("kernel", "stride", "padding", "frames", "groups"),
+                         [(3, 2, 1, 64, 1), (3, 2, 1, 7, 1), (3, 1, 1, 9, 2), (5, 3, 2, 11, 2), (3, 2, 1, 1, 1)])
+def test_replicate_padded_temporal_conv_matches_conv2d(kernel: int, stride: int, padding: int, frames: int,
+                                                       groups: int) -> None:
+    """The pyramid's downsamplers on channels-last tensors: the release's Conv2d(padding_mode="replicate")."""
+    torch.manual_seed(0)
+    ours = TemporalConv(8, 8, kernel, stride=stride, padding=padding, groups=groups,
+                        padding_mode="replicate").double()
+    reference = torch.nn.Conv2d(8, 8, (kernel, 1), stride=(stride, 1), padding=(padding, 0), groups=groups,
+                                padding_mode="replicate").double()
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(3, frames, 5, 8, dtype=torch.float64)
+    expected = _values_and_grads(lambda x: reference(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1),
+                                 x.requires_grad_())
+    got = _values_and_grads(ours, x)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("training", [True, False])
