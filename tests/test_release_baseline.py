@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mmn.model import from_released
+from mmn.model.layers import DropPath
 from mmn.model.released import released_to_ours
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -26,7 +27,7 @@ def _baseline(reference: dict, dropout: bool = True) -> ReleaseBaseline:
         for module in baseline.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
-            elif hasattr(module, "rate"):  # DropPath
+            elif isinstance(module, DropPath):
                 module.rate = 0.0
     return baseline
 
