@@ -10,17 +10,14 @@ measured time / goal (below 1 meets it).
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from experiment_factory import make_experiment  # noqa: E402
-
-from analysis.collect import collect, read_experiment  # noqa: E402
-from analysis.stats import failed_trials, summarize  # noqa: E402
-from analysis.tables import latex_table, markdown_table  # noqa: E402
+from analysis.collect import collect, read_experiment
+from analysis.stats import failed_trials, summarize
+from analysis.tables import latex_table, markdown_table
+from tests.helpers.experiment_factory import make_experiment
 
 GOAL_S = 10.0
 METRICS = ["top1", "top5", "body_top1", "f1_mean"]

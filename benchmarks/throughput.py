@@ -14,17 +14,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from release_baseline import ReleaseBaseline  # noqa: E402
-
-from mmn.model import MMN, fuse_for_inference  # noqa: E402
-from mmn.profile import seconds  # noqa: E402
-from mmn.runtime import tune_cpu_allocator  # noqa: E402
+from mmn.model import MMN, fuse_for_inference
+from mmn.profile import seconds
+from mmn.runtime import tune_cpu_allocator
+from tests.helpers.release_baseline import ReleaseBaseline
 
 RELEASE_QUOTED = {"train": 11.6, "eval": 42.0}
 

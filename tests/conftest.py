@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from pathlib import Path
 
 import pytest
+
+from tests.helpers.fixtures import load_reference
 
 os.environ.pop("RAY_ADDRESS", None)
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
@@ -14,24 +15,11 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 _CACHE = tempfile.mkdtemp(prefix="mmnc", dir="/tmp")
 os.environ["MMN_CACHE"] = _CACHE
 
-# Tiny but real: 4 train clips per class of the synthetic set, 16 frames, one epoch.
-TINY = ["--epochs", "1", "--seeds", "1", "--set", "data.synthetic_clips_per_class=4", "--set", "model.num_frames=16"]
-
-
-# The release's reference outputs beside the checkout (../shared/fixtures); MMN_FIXTURES names another folder, as on a
-# GPU machine that gets the checkout alone.
-FIXTURES = Path(os.environ.get("MMN_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
-
 
 @pytest.fixture(scope="session")
 def reference() -> dict:
-    """The released model's state dict, inputs and logits (mmn_ma52_reference.pt)."""
-    import torch
-
-    path = FIXTURES / "mmn_ma52_reference.pt"
-    if not path.exists():
-        pytest.skip(f"fixture {path} not present (set MMN_FIXTURES to its folder)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The released model's state dict, inputs and logits (tests/fixtures/mmn_ma52_reference.pt)."""
+    return load_reference()
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import trial_workers  # noqa: E402
-
 from ablations.runner import RunOptions, run_experiment, scan_results
 from ablations.spec import load_spec
 from ablations.storage import locate
+from tests.helpers.processes import trial_workers
 
 TINY_SET = {"data.synthetic_clips_per_class": 4, "model.num_frames": 16, "train.batch_size": 16}
 

@@ -3,19 +3,16 @@ corruption handling; saving; the study and prediction readers."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from experiment_factory import (REFERENCE, default_score, make_experiment, write_experiment_json,  # noqa: E402
-                                write_trial)
-
-from analysis.collect import (ExperimentError, collect, load_predictions, load_studies, read_experiment,  # noqa: E402
+from analysis.collect import (ExperimentError, collect, load_predictions, load_studies, read_experiment,
                               save_table)
+from tests.helpers.experiment_factory import (REFERENCE, default_score, make_experiment, write_experiment_json,
+                                              write_trial)
 
 EPOCHS = 4
 

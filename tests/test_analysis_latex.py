@@ -8,18 +8,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from experiment_factory import NEITHER, hand_score, make_experiment  # noqa: E402
-
-from analysis.collect import collect, read_experiment  # noqa: E402
-from analysis.stats import summarize  # noqa: E402
-from analysis.tables import LATEX_PREAMBLE, latex_table  # noqa: E402
+from analysis.collect import collect, read_experiment
+from analysis.stats import summarize
+from analysis.tables import LATEX_PREAMBLE, latex_table
+from tests.helpers.experiment_factory import NEITHER, hand_score, make_experiment
 
 # CI installs pdflatex (.ci/run), so there a missing pdflatex fails instead of skipping.
 pytestmark = pytest.mark.skipif(shutil.which("pdflatex") is None and not os.environ.get("CI"),

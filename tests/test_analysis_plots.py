@@ -1,19 +1,16 @@
 """Every figure is written, non-empty and readable; figures without data say why; the Pareto front by hand."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from experiment_factory import make_experiment  # noqa: E402
-
-from analysis.collect import collect, read_experiment  # noqa: E402
-from analysis.plots import (NothingToPlot, pareto_front, plot_confusion, plot_cost_accuracy,  # noqa: E402
+from analysis.collect import collect, read_experiment
+from analysis.plots import (NothingToPlot, pareto_front, plot_confusion, plot_cost_accuracy,
                             plot_learning_curves, plot_metric_bars, plot_param_importance)
-from analysis.stats import summarize  # noqa: E402
+from analysis.stats import summarize
+from tests.helpers.experiment_factory import make_experiment
 
 METRICS = ["top1", "body_top1"]
 

@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from experiment_factory import NEITHER, make_experiment  # noqa: E402
-
-from analysis.report import ReportError, build_report, main  # noqa: E402
+from analysis.report import ReportError, build_report, main
+from tests.helpers.experiment_factory import NEITHER, make_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 

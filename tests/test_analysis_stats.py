@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from experiment_factory import NEITHER, NO_MSM, NO_MTM, REFERENCE, hand_score, make_experiment  # noqa: E402
-
-from analysis.collect import collect, read_experiment  # noqa: E402
-from analysis.columns import variant_key  # noqa: E402
-from analysis.stats import (NO_TEST_NOTE, describe, failed_trials, holm, paired_test,  # noqa: E402
+from analysis.collect import collect, read_experiment
+from analysis.columns import variant_key
+from analysis.stats import (NO_TEST_NOTE, describe, failed_trials, holm, paired_test,
                             significance_note, stars, summarize)
+from tests.helpers.experiment_factory import NEITHER, NO_MSM, NO_MTM, REFERENCE, hand_score, make_experiment
+
 
 def test_describe_by_hand() -> None:
     # [1, 2, 3, 4]: mean 2.5; squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5, std = sqrt(5 / 3) = 1.290994;

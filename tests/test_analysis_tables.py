@@ -1,18 +1,15 @@
 """The LaTeX and Markdown tables: cells, marks, bold, grouping, escaping and the failed-trial list."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from experiment_factory import NEITHER, hand_score, make_experiment  # noqa: E402
-
-from analysis.collect import ExperimentInfo, collect, read_experiment  # noqa: E402
-from analysis.stats import failed_trials, summarize  # noqa: E402
-from analysis.tables import escape_latex, escape_markdown, latex_table, markdown_failed, markdown_table  # noqa: E402
+from analysis.collect import ExperimentInfo, collect, read_experiment
+from analysis.stats import failed_trials, summarize
+from analysis.tables import escape_latex, escape_markdown, latex_table, markdown_failed, markdown_table
+from tests.helpers.experiment_factory import NEITHER, hand_score, make_experiment
 
 METRICS = ["top1", "top5"]
 

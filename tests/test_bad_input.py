@@ -33,9 +33,9 @@ from analysis import report as analysis_report
 from mmn import train as mmn_train
 from mmn.checkpoint import CheckpointMismatch, load_checkpoint
 from mmn.model import from_released
+from tests.helpers.fixtures import load_reference
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = ROOT.parent / "shared" / "fixtures" / "mmn_ma52_reference.pt"
 # Tiny training for the one case that needs a real checkpoint: seconds on a CPU.
 TINY_TRAIN = ["budget=quick", "data.synthetic_clips_per_class=2", "model.num_frames=8", "model.embed_dim=16",
               "model.depth=1", "model.num_scales=1", "train.epochs=1", "train.warmup_epochs=0",
@@ -272,9 +272,7 @@ def test_checkpoint_that_runs_code_is_refused_without_running_it(capsys, tmp_pat
 
 @pytest.fixture(scope="module")
 def released_state_dict() -> dict[str, torch.Tensor]:
-    if not REFERENCE.exists():
-        pytest.skip(f"fixture {REFERENCE} not present")
-    return torch.load(REFERENCE, map_location="cpu", weights_only=True)["state_dict"]
+    return load_reference()["state_dict"]
 
 
 def test_released_checkpoint_of_another_shape(released_state_dict, tmp_path):

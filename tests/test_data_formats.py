@@ -21,8 +21,8 @@ from mmn.data import (
     read_split,
 )
 from mmn.layouts import get_layout
+from tests.helpers.fixtures import RAW_VAL
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 MA52 = get_layout("ma52")
 IMIGUE = get_layout("imigue")
 
@@ -52,7 +52,7 @@ def clip(frames: int, joints: int = 44, channels: int = 2, seed: int = 0) -> np.
 # --- release pickles ---------------------------------------------------------------------------------------------
 
 def test_release_reader_reads_the_fixture() -> None:
-    clips = read_release(FIXTURES / "ma52_raw", "val")
+    clips = read_release(RAW_VAL, "val")
     assert [c.name for c in clips] == ["clip000", "clip001", "clip002", "clip003"]
     assert [c.label for c in clips] == [0, 1, 2, 3]
     assert [c.keypoint.shape for c in clips] == [(1, n, 44, 2) for n in (40, 64, 97, 250)]

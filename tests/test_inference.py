@@ -1,16 +1,12 @@
 """`fuse_for_inference`: the folded eval-only copy gives the unfolded model's eval logits, for every variant."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from mmn.model import MMN, InferenceMMN, ModelConfig, from_released, fuse_for_inference
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_variants import VARIANTS as MODEL_VARIANTS, variant_id  # noqa: E402
+from tests.helpers.model_variants import VARIANTS as MODEL_VARIANTS, variant_id
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -2,24 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from mmn.model import MMN, ModelConfig
 from mmn.model.block import SkeletalModulation
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from model_variants import VARIANTS, variant_id  # noqa: E402
+from tests.helpers.model_variants import VARIANTS, variant_id
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = dict(embed_dim=32, num_frames=16, num_joints=10, num_classes=5, depth=1)
 N, T, V, CLASSES = 2, 16, 10, 5
-
-
 
 
 def small(**overrides) -> ModelConfig:
@@ -312,7 +306,6 @@ def test_dropout_rates_reach_their_modules() -> None:
 
 
 # --- every variant trains ------------------------------------------------------------------------------------
-
 
 
 @pytest.mark.parametrize("overrides", VARIANTS, ids=variant_id)

@@ -1,7 +1,6 @@
 """The release's preprocessing: fixture match, normalisation, bones, sampling, motion and augmentation."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,14 +8,13 @@ import pytest
 from mmn.data import SkeletonDataset
 from mmn.data import preprocess as pp
 from mmn.layouts import get_layout
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+from tests.helpers.fixtures import PREPROCESSED_VAL, RAW_VAL
 
 
 @pytest.mark.parametrize("modality", ["joint", "bone"])
 def test_matches_the_released_loader(modality: str) -> None:
-    expected = np.load(FIXTURES / "ma52_preprocess_val.npz")
-    dataset = SkeletonDataset(FIXTURES / "ma52_raw", dataset="ma52", split="val", modality=modality)
+    expected = np.load(PREPROCESSED_VAL)
+    dataset = SkeletonDataset(RAW_VAL, dataset="ma52", split="val", modality=modality)
     x, index_t, labels = dataset.get_batch(np.arange(4))
     np.testing.assert_allclose(x.numpy(), expected[f"{modality}_data"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(index_t.numpy(), expected[f"{modality}_index_t"], rtol=0, atol=1e-6)

@@ -4,8 +4,6 @@ hand-written modulation and frame-difference backwards checked end to end (in fl
 F.linear; their oneDNN float32 path is checked against it in test_kernels.py)."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +11,7 @@ import torch
 from mmn.model import from_released
 from mmn.model.layers import DropPath
 from mmn.model.released import released_to_ours
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from release_baseline import ReleaseBaseline  # noqa: E402
+from tests.helpers.release_baseline import ReleaseBaseline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

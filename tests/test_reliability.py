@@ -22,9 +22,6 @@ import optuna
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from processes import trial_workers  # noqa: E402
-
 from ablations import run as ablations_run
 from ablations.runner import RunOptions, plan_experiment
 from ablations.spec import load_spec
@@ -32,6 +29,7 @@ from analysis import report as analysis_report
 from mmn import checkpoint as mmn_checkpoint
 from mmn import train as mmn_train
 from mmn.config import parse_assignments
+from tests.helpers.processes import trial_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 # The smallest real trials: one scale of one block 16 wide on 8 frames, one clip per class (52 train clips).

@@ -20,8 +20,8 @@ from mmn.data.synthetic import (
     DEFAULT_DIFFICULTY, MANIFEST, MAX_FRAMES, MIN_FRAMES, cache_name, ensure_synthetic, generate, split_counts,
 )
 from mmn.layouts import MA52_CLASS_NAMES
+from tests.helpers.fixtures import RAW_VAL
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 ROOT = Path(__file__).resolve().parents[1]
 NUM_CLASSES = len(MA52_CLASS_NAMES)
 
@@ -73,10 +73,7 @@ def test_files_follow_the_release_format(small_set: Path) -> None:
 
 
 def test_annotations_have_the_fixture_fields(small_set: Path) -> None:
-    path = FIXTURES / "ma52_raw" / "val_data.pkl"
-    if not path.is_file():
-        pytest.skip("shared fixtures not present")
-    with open(path, "rb") as f:
+    with open(RAW_VAL / "val_data.pkl", "rb") as f:
         fixture = pickle.load(f)
     data, _ = _load(small_set, "val")
     assert set(data) == set(fixture)

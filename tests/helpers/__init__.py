@@ -1,0 +1,1 @@
+"""What several test files share: fake experiment folders, model variants, the release-structure oracle, fixtures."""
