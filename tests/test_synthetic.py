@@ -2,6 +2,7 @@
 the property it exists for: a clip's motion tells its class, its mean posture hardly does."""
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import pickle
@@ -14,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmn.data import synthetic
 from mmn.data.__main__ import main
 from mmn.data.synthetic import (
-    DEFAULT_DIFFICULTY, MANIFEST, MAX_FRAMES, MIN_FRAMES, cache_name, ensure_synthetic, generate, split_counts,
+    DEFAULT_DIFFICULTY, MANIFEST, MAX_FRAMES, MIN_FRAMES, cache_name, ensure_synthetic, generate, motions, sets,
+    split_counts,
 )
 from mmn.layouts import MA52_CLASS_NAMES
 from tests.helpers.fixtures import RAW_VAL
@@ -127,6 +128,16 @@ def test_some_joints_are_missing_as_zeros(default_set: Path) -> None:
         assert (a["keypoint_score"][0][m] == 0).all() and (a["keypoint_score"][0][~m] > 0).all()
 
 
+def test_every_class_has_one_motion_program() -> None:
+    assert sorted(motions.PROGRAMS) == sorted(MA52_CLASS_NAMES)
+    with pytest.raises(RuntimeError, match="missing 'nodding'; extra 'juggling'"):
+        motions.check_programs({**{name: motions.PROGRAMS[name] for name in MA52_CLASS_NAMES if name != "nodding"},
+                                "juggling": motions.nodding}, MA52_CLASS_NAMES)
+    with pytest.raises(ValueError, match="two motion programs for 'nodding'"):
+        motions.motion("nodding")(motions.shaking_head)
+    assert motions.PROGRAMS["nodding"] is motions.nodding
+
+
 def test_long_tail_train_split(tmp_path: Path) -> None:
     counts = split_counts("train", 40, long_tail=True, seed=0)
     assert len(counts) == NUM_CLASSES and min(counts) >= 2 and max(counts) / min(counts) >= 10
@@ -140,6 +151,43 @@ def test_long_tail_train_split(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Determinism and caching
+
+# SHA-256 of every file `generate` writes, computed with the generator as it stood in one module (git 07daa84,
+# mmn/data/synthetic.py): restructuring the generator must not move one random draw or change one byte.
+PINNED = {
+    (0, 2, False): {
+        "synthetic.json": "a01f0a78af0337d08063aaaefc6ed9e502037368ac37979f0542b01ac6a961a5",
+        "test_data.pkl": "160145fb1cc72880308a3448c5e0a8b5649412fcb47cc1f41bd7e623e356766f",
+        "test_label.pkl": "ccf8e8cd984ca00987062d7670bebd551daad265b0381f4c8cc93c755e7bc446",
+        "train_data.pkl": "f2aeb4b3f9dc669f9b051c4e2d89430e24162fedbc86c2e2028e3d67b9aa31d8",
+        "train_label.pkl": "4370bb2c089a2f3976e6812fe4c7b179d3a8eab45568f100778beaafb1c1a92d",
+        "val_data.pkl": "a18c3d044e90735734e2a3b66df3ce055094bea99cecbf6fae4fbb987f4d2b9b",
+        "val_label.pkl": "2cfaced9a486a3c9675a11e775a8d4eb9bfd515e172c7009661c9de6c2e272a6",
+    },
+    (3, 4, True): {
+        "synthetic.json": "02871470f231a0b715970b25fe4ce1a396fa92c9580bb7e146e910b33c0de2b4",
+        "test_data.pkl": "2202ea1392b1c8a65acb592b1b8724a1f06fb909f6d49293fb346a94938b2b81",
+        "test_label.pkl": "4f917beb397635b819371b3d8d60d6f4b2025187bc8ee24d06795bc67641128d",
+        "train_data.pkl": "f0d14009b9b585e20b12bf473b6740848449ab467705cd87f0e688b6ef925043",
+        "train_label.pkl": "823721c14c874e7ad6efc862bc744ece421633d689d6a05688fd4b6f44a8ce30",
+        "val_data.pkl": "3a243187da8388691b8fad156d136bc5d0640b7f260df5ddc2dc28e403231215",
+        "val_label.pkl": "b70e9a12faff7f4e952a45b1ed904f5c9cf6a6acbbbc63f42c1970d0332f216b",
+    },
+}
+
+
+@pytest.mark.parametrize(("seed", "clips_per_class", "long_tail"), sorted(PINNED))
+def test_generated_bytes_are_pinned(tmp_path: Path, seed: int, clips_per_class: int, long_tail: bool) -> None:
+    previous = os.umask(0o022)
+    try:
+        out = generate(tmp_path, seed=seed, clips_per_class=clips_per_class, long_tail=long_tail)
+    finally:
+        os.umask(previous)
+    files = sorted(out.iterdir())
+    assert {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files} == PINNED[seed, clips_per_class,
+                                                                                         long_tail]
+    assert {f.name: f.stat().st_mode & 0o777 for f in files} == {f.name: 0o644 for f in files}  # readable by all
+
 
 def test_same_seed_same_bytes(tmp_path: Path) -> None:
     first = generate(tmp_path / "a", seed=7, clips_per_class=2, splits=("val",))
@@ -182,7 +230,7 @@ def test_ensure_synthetic_loses_a_race_gracefully(tmp_path: Path, monkeypatch: p
         (Path(dst) / MANIFEST).write_text("rival")
         real_rename(src, dst)  # fails: the folder exists and is not empty
 
-    monkeypatch.setattr(synthetic, "generate", _fake_generate)
+    monkeypatch.setattr(sets, "generate", _fake_generate)  # the name ensure_synthetic calls
     monkeypatch.setattr(os, "rename", rename_after_rival)
     path = ensure_synthetic(tmp_path, seed=4, clips_per_class=1)
     assert (path / MANIFEST).read_text() == "rival"
@@ -195,7 +243,7 @@ def _ensure_in_child(cache: str, queue: multiprocessing.Queue) -> None:
 
 def test_ensure_synthetic_from_concurrent_processes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers starting together generate the set once and all get the same folder."""
-    monkeypatch.setattr(synthetic, "generate", _fake_generate)
+    monkeypatch.setattr(sets, "generate", _fake_generate)  # the name ensure_synthetic calls
     context = multiprocessing.get_context("fork")  # children inherit the stand-in
     queue = context.Queue()
     workers = [context.Process(target=_ensure_in_child, args=(str(tmp_path), queue)) for _ in range(3)]
