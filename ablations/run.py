@@ -9,9 +9,11 @@ import argparse
 import sys
 from typing import Any
 
-from mmn.config import BUDGETS, ConfigError, RunConfig, apply_overrides, parse_assignments, with_budget
+from mmn.config import (BUDGETS, DATASETS, MODALITIES, ConfigError, IncompatibleOptions, RunConfig, apply_overrides,
+                        check_value, parse_assignments, with_budget)
 from mmn.data.formats import DataFormatError
 
+from .expand import base_overrides
 from .runner import Outcome, RunOptions, plan_experiment, run_experiment, search_samples
 from .spec import Spec, SpecError, list_specs, load_spec
 from .storage import StorageError, cannot_write
@@ -42,28 +44,28 @@ def _seeds(text: str) -> int | list[int]:
         raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a list (1,5,7), got {text}") from None
 
 
-def _check_overrides(overrides: dict[str, Any], budget: str) -> dict[str, Any]:
-    """The --set values together, else each on its own: an unknown key or a wrong type or value is an error naming
-    the --set, even where a factor of the spec would override it. Conditions that a variant may still satisfy (the
-    branches MSM/MTM need) are checked per variant later."""
-    try:
-        apply_overrides(with_budget(RunConfig(), budget), overrides)
-        return overrides  # e.g. num_frames=4 with num_scales=2: fine together, not alone under the quick budget
-    except ConfigError:
-        pass
-    for key, value in overrides.items():
+def _check_overrides(spec: Spec, options: RunOptions) -> None:
+    """Each --set value on its own (key, type, range), then everything every trial shares together: a conflict
+    between options is the --set's fault unless the variants set one of the options in conflict, in which case
+    each variant is checked on its own when the trials are planned."""
+    for key, value in options.overrides.items():
         try:
-            apply_overrides(with_budget(RunConfig(), budget), {key: value})
+            check_value(key, value)
         except ConfigError as error:
-            if "modulates" not in str(error) and "at least one" not in str(error):
-                raise ConfigError(f"--set {key}={value}: {error}") from None
-    return overrides
+            raise ConfigError(f"--set {key}={value}: {error}") from None
+    try:
+        apply_overrides(with_budget(RunConfig(), options.budget),
+                        base_overrides(spec, options.budget, options.cli_overrides()))
+    except IncompatibleOptions as error:
+        named = [key for key in error.keys if key in options.overrides]
+        if named and not set(error.keys) & spec.varied_keys().keys():
+            raise ConfigError(f"--set {', '.join(f'{key}={options.overrides[key]}' for key in named)}: {error}") \
+                from None
 
 
 def _warn_shadowed(spec: Spec, overrides: dict[str, Any]) -> None:
     """A --set on a key that the variants themselves set is overridden in every trial: say so before running."""
-    varied = {f.key: f"factor {f.label}" for f in spec.factors}
-    varied.update({key: "a rule" for rule in spec.rules for key in rule.set if key not in varied})
+    varied = spec.varied_keys()
     for key in overrides.keys() & varied.keys():
         print(f"warning: --set {key}={overrides[key]} has no effect: {spec.name} sets {key} through its "
               f"{varied[key]} in every variant it applies to", file=sys.stderr)
@@ -78,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="print the expanded trials and resources, run nothing")
     parser.add_argument("--budget", default="quick", choices=sorted(BUDGETS),
                         help="quick: built-in data on a CPU; paper: the release's protocol (default quick)")
-    parser.add_argument("--dataset", choices=["ma52", "imigue"], help="data set layout (default: the spec's, ma52)")
+    parser.add_argument("--dataset", choices=DATASETS, help="data set layout (default: the spec's, ma52)")
     parser.add_argument("--data-root", help="folder with real data files (default: built-in synthetic MA-52)")
-    parser.add_argument("--modality", choices=["joint", "bone", "motion"])
+    parser.add_argument("--modality", choices=MODALITIES)
     parser.add_argument("--seeds", type=_seeds, help="number of seeds (3 → 1,2,3) or a list (1,5,7)")
     parser.add_argument("--epochs", type=_positive(int), help="epochs per trial (overrides the budget)")
     parser.add_argument("--samples", type=_positive(int), help="search samples per variant, for specs that tune")
@@ -159,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             seeds=args.seeds, epochs=args.epochs, samples=args.samples, address=args.address,
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             max_concurrent=args.max_concurrent, storage=args.storage, name=args.name,
-            overrides=_check_overrides(parse_assignments(args.overrides), args.budget))
+            overrides=parse_assignments(args.overrides))
+        _check_overrides(spec, options)
         _warn_shadowed(spec, options.overrides)
         if args.dry_run:
             _print_plan(spec, options)

@@ -7,14 +7,13 @@ a search space that tunes every variant before the final runs. Every mistake is 
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-import yaml
-
-from mmn.config import BUDGETS, ConfigError, RunConfig, apply_overrides, valid_keys
+from mmn.config import BUDGETS, ConfigError, check_key, check_value, valid_keys
+from mmn.suggest import closest
+from mmn.yamlfile import YamlError, YamlMap, line_of, load_yaml
 from search_spaces import SearchSpaceError, load_search_space
 
 SPEC_DIR = Path(__file__).resolve().parent
@@ -90,35 +89,18 @@ class Spec:
             "resources": {"cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial},
         }
 
-
-class _LineLoader(yaml.SafeLoader):
-    """Safe YAML whose mappings remember the line of each key (`_Mapping.lines`)."""
-
-
-class _Mapping(dict):
-    lines: dict[str, int]
-    line: int
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Mapping:
-    mapping = _Mapping()
-    mapping.lines, mapping.line = {}, node.start_mark.line + 1
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        mapping[key] = loader.construct_object(value_node, deep=True)
-        mapping.lines[key] = key_node.start_mark.line + 1
-    return mapping
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    def varied_keys(self) -> dict[str, str]:
+        """Config keys that the variants set, each with what sets it ("factor MSM" or "a rule")."""
+        varied = {f.key: f"factor {f.label}" for f in self.factors}
+        varied.update({key: "a rule" for rule in self.rules for key in rule.set if key not in varied})
+        return varied
 
 
 def list_specs() -> list[tuple[str, str]]:
     """(name, description) of every spec shipped in this folder."""
     specs = []
     for path in sorted(SPEC_DIR.glob("*.yaml")):
-        with path.open() as handle:
-            data = yaml.safe_load(handle) or {}
+        data = load_yaml(path) or {}
         specs.append((path.stem, str(data.get("description", "")).strip()))
     return specs
 
@@ -133,8 +115,8 @@ def resolve_spec_path(name_or_path: str | Path) -> Path:
     if candidate.exists():
         return candidate
     names = [name for name, _ in list_specs()]
-    close = difflib.get_close_matches(str(name_or_path), names, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
+    close = closest(str(name_or_path), names)
+    hint = f"did you mean {close}? " if close else ""
     raise SpecError(f"unknown experiment {name_or_path!r}: {hint}choose one of {', '.join(names)} "
                     f"(or pass a path to a spec .yaml; `--list` describes them)")
 
@@ -142,12 +124,9 @@ def resolve_spec_path(name_or_path: str | Path) -> Path:
 def load_spec(name_or_path: str | Path) -> Spec:
     path = resolve_spec_path(name_or_path)
     try:
-        data = yaml.load(path.read_text(), Loader=_LineLoader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise SpecError(f"{path}{line}: YAML syntax error: {problem}") from None
+        data = load_yaml(path)
+    except YamlError as error:
+        raise SpecError(str(error)) from None
     return _Parser(path).spec(data)
 
 
@@ -156,35 +135,34 @@ class _Parser:
         self.path = path
 
     def fail(self, where: Any, key: str | None, message: str) -> SpecError:
-        line = where.lines.get(key, where.line) if isinstance(where, _Mapping) and key is not None else \
-            getattr(where, "line", None)
+        line = line_of(where, key)
         return SpecError(f"{self.path}{f':{line}' if line else ''}: {message}")
 
-    def unknown_keys(self, mapping: _Mapping, allowed: tuple[str, ...], what: str) -> None:
+    def unknown_keys(self, mapping: YamlMap, allowed: tuple[str, ...], what: str) -> None:
         for key in mapping:
             if key not in allowed:
-                close = difflib.get_close_matches(str(key), allowed, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+                close = closest(str(key), allowed)
+                hint = f"did you mean {close!r}?" if close else f"allowed: {', '.join(allowed)}"
                 raise self.fail(mapping, key, f"unknown {what} {key!r} ({hint})")
 
     def config_keys(self, mapping: Any, where: str) -> dict[str, Any]:
+        """Dotted config keys and their values, each checked on its own; conditions between keys are checked once
+        per variant, on the whole configuration (expand)."""
         if not isinstance(mapping, dict):
             raise self.fail(mapping, None, f"{where} must be a mapping of dotted config keys to values")
-        keys = valid_keys()
-        for key in mapping:
-            if key not in keys:
-                close = difflib.get_close_matches(str(key), keys, n=1)
-                hint = f"did you mean {close[0]}?" if close else "see `python -m mmn.train --help`"
-                raise self.fail(mapping, key, f"{where}: unknown config key {key!r} ({hint})")
-            try:
-                apply_overrides(RunConfig(), {key: mapping[key]})
-            except ConfigError as error:
-                if "modulates" not in str(error) and "at least one" not in str(error):
-                    raise self.fail(mapping, key, f"{where}: {error}") from None
+        for key, value in mapping.items():
+            self.checked(mapping, key, where, lambda: check_value(str(key), value))
         return dict(mapping)
 
+    def checked(self, where: Any, key: str, what: str, check: Callable[[], Any]) -> None:
+        """Run a config check; its ConfigError becomes this file's error at the key's line."""
+        try:
+            check()
+        except ConfigError as error:
+            raise self.fail(where, key, f"{what}: {error}") from None
+
     def spec(self, data: Any) -> Spec:
-        if not isinstance(data, _Mapping):
+        if not isinstance(data, YamlMap):
             raise SpecError(f"{self.path}: a spec is a YAML mapping with at least name, factors and metric")
         self.unknown_keys(data, _TOP_LEVEL, "field")
         for required in ("name", "factors"):
@@ -223,27 +201,20 @@ class _Parser:
                     gpus_per_trial=float(gpus))
 
     def factors(self, data: Any) -> tuple[Factor, ...]:
-        if not isinstance(data, _Mapping) or not data:
+        if not isinstance(data, YamlMap) or not data:
             raise SpecError(f"{self.path}: factors must map config keys to their values, e.g. "
                             f"'model.msm: {{values: [released, off], label: MSM}}'")
         factors = []
         for key, entry in data.items():
-            if key not in valid_keys():
-                close = difflib.get_close_matches(str(key), valid_keys(), n=1)
-                raise self.fail(data, key, f"factors: unknown config key {key!r}"
-                                           f"{f' (did you mean {close[0]}?)' if close else ''}")
+            self.checked(data, key, "factors", lambda: check_key(str(key)))
             if isinstance(entry, list):
                 entry = {"values": entry}
             if not isinstance(entry, dict) or not isinstance(entry.get("values"), list) or not entry["values"]:
                 raise self.fail(data, key, f"factor {key} needs a non-empty list of values")
-            if isinstance(entry, _Mapping):
+            if isinstance(entry, YamlMap):
                 self.unknown_keys(entry, ("values", "label"), "factor field")
             for value in entry["values"]:
-                try:
-                    apply_overrides(RunConfig(), {key: value})
-                except ConfigError as error:
-                    if "modulates" not in str(error) and "at least one" not in str(error):
-                        raise self.fail(data, key, f"factor {key}: {error}") from None
+                self.checked(data, key, f"factor {key}", lambda: check_value(key, value))
             factors.append(Factor(key, tuple(entry["values"]), str(entry.get("label", key.split(".")[-1]))))
         return tuple(factors)
 
@@ -259,7 +230,7 @@ class _Parser:
         return dict(data)
 
     def rule(self, data: Any, factors: Mapping[str, Factor]) -> Rule:
-        if not isinstance(data, _Mapping) or set(data) != {"when", "set"}:
+        if not isinstance(data, YamlMap) or set(data) != {"when", "set"}:
             raise self.fail(data, None, "each rule is {when: {factor: value}, set: {config key: value}}")
         return Rule(self.condition(data["when"], factors, "rule when"), self.config_keys(data["set"], "rule set"))
 
@@ -278,7 +249,7 @@ class _Parser:
             if name not in BUDGETS:
                 raise self.fail(data, name, f"unknown budget {name!r}; budgets are {', '.join(BUDGETS)}")
             entry = entry or {}
-            if isinstance(entry, _Mapping):
+            if isinstance(entry, YamlMap):
                 self.unknown_keys(entry, ("overrides", "seeds", "samples"), "budget field")
             samples = entry.get("samples")
             if samples is not None and not (isinstance(samples, int) and samples >= 1):
@@ -289,7 +260,7 @@ class _Parser:
         return budgets
 
     def search(self, data: Any) -> Search:
-        if not isinstance(data, _Mapping):
+        if not isinstance(data, YamlMap):
             raise self.fail(data, None, "search must be {space: NAME, samples: N, scheduler: {...}}")
         self.unknown_keys(data, ("space", "samples", "scheduler"), "search field")
         if "space" not in data:
@@ -303,7 +274,7 @@ class _Parser:
             raise self.fail(data, "samples", f"samples must be a positive integer, got {samples!r}")
         scheduler = data.get("scheduler")
         if scheduler is not None:
-            if not isinstance(scheduler, _Mapping):
+            if not isinstance(scheduler, YamlMap):
                 raise self.fail(data, "scheduler", "scheduler must be {type: asha, grace_period: N, reduction_factor: N}")
             self.unknown_keys(scheduler, ("type", "grace_period", "reduction_factor"), "scheduler field")
             if scheduler.get("type", "asha") not in SCHEDULERS:

@@ -5,20 +5,23 @@ experiment can tell whether a configuration has already been trained.
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
+from .data.formats import FORMATS
+from .data.preprocess import AUGMENTS, BONE_MODES, MODALITIES
 from .layouts import LAYOUTS, get_layout
-from .model.config import ConfigError, ModelConfig
+from .model.config import ConfigError, IncompatibleOptions, ModelConfig, is_integer, is_number, need
+from .suggest import closest
 
 DATASETS = tuple(LAYOUTS)
-MODALITIES = ("joint", "bone", "motion")
-AUGMENTS = ("released", "full", "none")
-BONE_MODES = ("released", "parent")
 OPTIMIZERS = ("adamw", "sgd")
+
+
+def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    need(value in choices, f"{key}={value!r} is not one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -34,13 +37,19 @@ class DataConfig:
     synthetic_long_tail: bool = False
 
     def validate(self) -> None:
-        _choice("data.dataset", self.dataset, DATASETS)
-        _choice("data.modality", self.modality, MODALITIES)
-        _choice("data.augment", self.augment, AUGMENTS)
-        _choice("data.bones", self.bones, BONE_MODES)
+        for f in fields(self):
+            self.check_field(f.name, getattr(self, f.name))
         if self.root is None and self.dataset != "ma52":
-            raise ConfigError("the built-in synthetic set is in the MA-52 layout: with data.dataset=imigue "
-                              "set data.root to a folder of iMiGUE files")
+            raise IncompatibleOptions("the built-in synthetic set is in the MA-52 layout: with data.dataset=imigue "
+                                      "set data.root to a folder of iMiGUE files", ("data.dataset", "data.root"))
+
+    @staticmethod
+    def check_field(name: str, value: Any) -> None:
+        """One field's value, whatever the other fields are; ConfigError says what is wrong."""
+        choices = {"dataset": DATASETS, "format": ("auto", *FORMATS), "modality": MODALITIES, "augment": AUGMENTS,
+                   "bones": BONE_MODES}
+        if name in choices:
+            _choice(f"data.{name}", value, choices[name])
 
 
 @dataclass(frozen=True)
@@ -62,19 +71,30 @@ class TrainConfig:
     eval_batch_size: int = 256
 
     def validate(self) -> None:
-        _choice("train.optimizer", self.optimizer, OPTIMIZERS)
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise ConfigError(f"train.warmup_epochs must lie in [0, epochs={self.epochs}], got {self.warmup_epochs}")
-        for name in ("lr", "warmup_lr", "min_lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)!r}")
-        if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1:
-            raise ConfigError("train.weight_decay must be >= 0 and train.label_smoothing in [0, 1)")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        for f in fields(self):
+            self.check_field(f.name, getattr(self, f.name))
+        if self.warmup_epochs > self.epochs:
+            raise IncompatibleOptions(f"train.warmup_epochs must lie in [0, epochs={self.epochs}], got "
+                                      f"{self.warmup_epochs}", ("train.warmup_epochs", "train.epochs"))
+
+    @staticmethod
+    def check_field(name: str, value: Any) -> None:
+        """One field's value, whatever the other fields are; ConfigError says what is wrong."""
+        if name == "optimizer":
+            _choice("train.optimizer", value, OPTIMIZERS)
+        elif name in ("epochs", "batch_size", "eval_batch_size"):
+            need(is_integer(value) and value >= 1, f"train.{name} must be a positive integer, got {value!r}")
+        elif name == "warmup_epochs":
+            need(is_integer(value) and value >= 0, f"train.warmup_epochs must lie in [0, epochs], got {value!r}")
+        elif name in ("lr", "warmup_lr", "min_lr"):
+            need(is_number(value) and value > 0, f"train.{name} must be positive, got {value!r}")
+        elif name == "weight_decay":
+            need(is_number(value) and value >= 0, f"train.weight_decay must be >= 0, got {value!r}")
+        elif name == "label_smoothing":
+            need(is_number(value) and 0 <= value < 1, f"train.label_smoothing must lie in [0, 1), got {value!r}")
+        elif name == "device":
+            need(value in ("auto", "cpu", "cuda") or str(value).startswith("cuda:"),
+                 f"train.device must be auto, cpu, cuda or cuda:N, got {value!r}")
 
 
 # Fields that say where a run executes, not what it computes: they stay out of the config hash.
@@ -142,20 +162,47 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _suggest(key: str) -> str:
-    close = difflib.get_close_matches(key, valid_keys(), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]}?)" if close else f"; valid keys: {', '.join(valid_keys())}"
+# What people call a setting elsewhere (other code bases, papers, habit) → its key here.
+KEY_ALIASES = {
+    "lr": "train.lr", "learning_rate": "train.lr", "wd": "train.weight_decay", "width": "model.embed_dim",
+    "dim": "model.embed_dim", "blocks": "model.depth", "layers": "model.depth", "bs": "train.batch_size",
+    "batch": "train.batch_size", "frames": "model.num_frames", "scales": "model.num_scales",
+    "smoothing": "train.label_smoothing", "warmup": "train.warmup_epochs",
+}
+
+
+def suggest_key(key: str) -> str:
+    """' (did you mean train.lr?)' for a mistyped or foreign config key, else the list of valid keys."""
+    keys = valid_keys()
+    bare = {name.rsplit(".", 1)[1]: name for name in keys}  # a field named without its section, e.g. "msm"
+    close = closest(key, keys, {**bare, **KEY_ALIASES})
+    return f" (did you mean {close}?)" if close else f"; valid keys: {', '.join(keys)}"
+
+
+def check_key(key: str) -> tuple[str, str]:
+    """(section, field) of a dotted config key; an unknown key is an error naming the nearest valid one."""
+    section, _, name = key.partition(".")
+    if section not in _SECTIONS or name not in {f.name for f in fields(_SECTIONS[section])}:
+        raise ConfigError(f"unknown config key {key!r}{suggest_key(key)}")
+    return section, name
+
+
+def check_value(key: str, value: Any) -> Any:
+    """One dotted key's value on its own, returned with its field's type (lr=1 becomes 1.0): the key exists, the
+    value has the field's type and lies in its range. Conditions between fields (IncompatibleOptions) are checked
+    when a whole configuration is built, since other settings may still meet them."""
+    section, name = check_key(key)
+    value = _coerce(key, value, type(getattr(_SECTIONS[section](), name)))
+    _SECTIONS[section].check_field(name, value)
+    return value
 
 
 def apply_overrides(config: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
     """A new RunConfig with dotted-key overrides applied; an unknown key is an error naming the nearest valid one."""
     sections = {name: asdict(getattr(config, name)) for name in _SECTIONS}
     for key, value in overrides.items():
-        section, _, name = key.partition(".")
-        if section not in sections or name not in sections[section]:
-            raise ConfigError(f"unknown config key {key!r}{_suggest(key)}")
-        expected = type(sections[section][name])
-        sections[section][name] = _coerce(key, value, expected)
+        section, name = check_key(key)
+        sections[section][name] = _coerce(key, value, type(sections[section][name]))
     return RunConfig(**{name: _SECTIONS[name](**values) for name, values in sections.items()})
 
 
@@ -218,7 +265,3 @@ def config_hash(config: Mapping[str, Any]) -> str:
     encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(encoded.encode()).hexdigest()[:16]
 
-
-def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import difflib
 import json
 import statistics
 import sys
@@ -25,9 +24,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import parse_value
+from .config import parse_assignments
 from .layouts import LAYOUTS, get_layout
 from .model import MMN, ConfigError, ModelConfig, fuse_for_inference
+from .suggest import closest
 
 
 def _model(model_or_config: nn.Module | ModelConfig) -> nn.Module:
@@ -152,30 +152,19 @@ def profile_model(config: ModelConfig, batch_size: int = 32, threads: int | None
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     """key=value strings → ModelConfig overrides; a ValueError names a malformed pair or the nearest valid key."""
+    overrides = parse_assignments(list(pairs))
     valid = [f.name for f in dataclasses.fields(ModelConfig)]
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"expected key=value, got {pair!r}")
+    for key in overrides:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f"did you mean {close[0]}?" if close else f"valid keys: {', '.join(valid)}"
-            raise ValueError(f"unknown model option {key!r}; {hint}")
-        overrides[key] = parse_value(value)
+            close = closest(key, valid)
+            hint = f"did you mean {close}?" if close else f"valid keys: {', '.join(valid)}"
+            raise ConfigError(f"unknown model option {key!r}; {hint}")
     return overrides
 
 
 def build_config(dataset: str, overrides: dict[str, Any]) -> ModelConfig:
     """The dataset's joints and classes, then the overrides; a ConfigError says what is wrong."""
     layout = get_layout(dataset)
-    # ModelConfig compares its float fields with numbers, so a string there would raise a TypeError, not a
-    # ConfigError; catch it here with the same kind of message.
-    defaults = ModelConfig()
-    for name, value in overrides.items():
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if isinstance(getattr(defaults, name), float) and not number:
-            raise ConfigError(f"model.{name} must be a number, got {value!r}")
     return ModelConfig(**{"num_joints": layout.num_joints, "num_classes": layout.num_classes, **overrides})
 
 

@@ -33,6 +33,7 @@ from .model import MMN, fuse_for_inference
 from .profile import count_gflops
 from .runtime import hardware, resolve_device, tune_cpu_allocator, versions
 from .schedule import warmup_cosine
+from .yamlfile import YamlError, kind, load_yaml
 
 RESULT_FORMAT = 1
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EDQUOT, errno.EFBIG}
@@ -280,24 +281,15 @@ def load_config(path: str | Path | None, budget: str | None, assignments: list[s
     if path:
         text = Path(path).read_text()
         try:
-            values = json.loads(text) if str(path).endswith(".json") else _read_yaml(text, path)
+            values = json.loads(text) if str(path).endswith(".json") else load_yaml(path, text)
         except json.JSONDecodeError as error:
             raise ConfigError(f"{path}:{error.lineno}: JSON syntax error: {error.msg}") from None
+        except YamlError as error:
+            raise ConfigError(str(error)) from None
         if not isinstance(values, (dict, type(None))):
-            raise ConfigError(f"{path}: expected a mapping of config keys to values, got a {type(values).__name__}")
+            raise ConfigError(f"{path}: expected a mapping of config keys to values, got {kind(values)}")
         config = apply_overrides(config, flatten(values or {}))
     return apply_overrides(config, parse_assignments(assignments))
-
-
-def _read_yaml(text: str, path: str | Path) -> Any:
-    import yaml  # only the command line reads YAML; the library itself takes plain dicts
-
-    try:
-        return yaml.safe_load(text)  # safe: a python/object tag is an error, never a call
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{path}{f':{mark.line + 1}' if mark else ''}: YAML error: {problem}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

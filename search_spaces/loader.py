@@ -38,7 +38,6 @@ Every mistake raises :class:`SearchSpaceError` with a one-line message ``<file>:
 """
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -47,7 +46,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
+
+from mmn.config import KEY_ALIASES
+from mmn.suggest import closest
+from mmn.yamlfile import YamlError, YamlList, YamlMap, kind, line_of, load_yaml
 
 __all__ = ["PARAMETER_TYPES", "Parameter", "SearchSpace", "SearchSpaceError", "list_search_spaces",
            "load_search_space"]
@@ -214,9 +216,9 @@ def _resolve(path_or_name: str | Path) -> Path:
     return packaged
 
 
-def _did_you_mean(word: str, candidates: Collection[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def _did_you_mean(word: str, candidates: Collection[str], aliases: Mapping[str, str] | None = None) -> str:
+    close = closest(word, list(candidates), aliases)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def _display(path: Path) -> str:
@@ -227,211 +229,178 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
-
-
 class _Parser:
-    """Walks the YAML node graph (which keeps line numbers) and builds a validated SearchSpace."""
+    """Walks the YAML data (whose mappings and lists keep their line numbers) and builds a validated SearchSpace.
+
+    Errors point at `(container, key)`: the line of `key` in the mapping or list `container`."""
 
     def __init__(self, path: Path, known_keys: Collection[str] | None) -> None:
         self.path = path
         self.where = _display(path)
         self.known_keys = None if known_keys is None else frozenset(known_keys)
-        self.constructor = yaml.SafeLoader("")  # turns scalar and list nodes into Python values
 
-    def fail(self, node: yaml.Node, message: str, key: str | None = None) -> SearchSpaceError:
-        prefix = f"{self.where}:{_line(node)}: " + (f"{key}: " if key else "")
+    def fail(self, container: Any, key: Any, message: str, parameter: str | None = None) -> SearchSpaceError:
+        prefix = f"{self.where}:{line_of(container, key) or 1}: " + (f"{parameter}: " if parameter else "")
         return SearchSpaceError(prefix + message)
 
-    def value(self, node: yaml.Node) -> Any:
-        return self.constructor.construct_object(node, deep=True)
-
-    def mapping(self, node: yaml.Node, what: str, key: str | None = None) -> list[tuple[str, yaml.Node, yaml.Node]]:
-        """(key, key node, value node) of a mapping node, rejecting non-string and duplicate keys."""
-        if not isinstance(node, yaml.MappingNode):
-            raise self.fail(node, f"{what} must be a mapping, got {self._kind(node)}", key)
-        self.constructor.flatten_mapping(node)  # resolves `<<: *anchor` merges
-        seen: dict[str, int] = {}
-        items = []
-        for key_node, value_node in node.value:
-            name = self.value(key_node)
+    def mapping(self, container: Any, key: Any, what: str, parameter: str | None = None) -> YamlMap:
+        """container[key] (the whole file when key is None), which must be a mapping with text keys."""
+        value = container if key is None else container[key]
+        if not isinstance(value, YamlMap):
+            raise self.fail(container, key, f"{what} must be a mapping, got {kind(value)}", parameter)
+        for name in value:
             if not isinstance(name, str):
-                raise self.fail(key_node, f"keys of {what} must be text, got {name!r}", key)
-            if name in seen:
-                raise self.fail(key_node, f"duplicate key {name!r} in {what} (first on line {seen[name]})", key)
-            seen[name] = _line(key_node)
-            items.append((name, key_node, value_node))
-        return items
-
-    @staticmethod
-    def _kind(node: yaml.Node) -> str:
-        if isinstance(node, yaml.MappingNode):
-            return "a mapping"
-        if isinstance(node, yaml.SequenceNode):
-            return "a list"
-        return f"{node.value!r}" if node.value else "nothing"
+                raise self.fail(value, name, f"keys of {what} must be text, got {name!r}", parameter)
+        return value
 
     def parse(self, text: str) -> SearchSpace:
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = f"{mark.line + 1}:" if mark else ""
-            raise SearchSpaceError(f"{self.where}:{line} YAML syntax error: {exc.problem or exc.context}") from None
-        except yaml.reader.ReaderError as exc:  # a control character; it carries a position, not a line
-            line = text.count("\n", 0, exc.position) + 1
-            raise SearchSpaceError(f"{self.where}:{line}: YAML syntax error: {exc.reason} "
-                                   f"(character #x{exc.character:04x})") from None
+            root = load_yaml(self.path, text, where=self.where)
+        except YamlError as error:
+            raise SearchSpaceError(str(error)) from None
         if root is None:
             raise SearchSpaceError(f"{self.where}:1: file is empty; expected keys {', '.join(TOP_LEVEL_KEYS)}")
-        top = {}
-        for name, key_node, value_node in self.mapping(root, "the file"):
+        top = self.mapping(root, None, "the file")
+        for name in top:
             if name not in TOP_LEVEL_KEYS:
-                raise self.fail(key_node, f"unknown top-level key {name!r}{_did_you_mean(name, TOP_LEVEL_KEYS)}; "
-                                          f"allowed: {', '.join(TOP_LEVEL_KEYS)}")
-            top[name] = (key_node, value_node)
+                raise self.fail(top, name, f"unknown top-level key {name!r}{_did_you_mean(name, TOP_LEVEL_KEYS)}; "
+                                           f"allowed: {', '.join(TOP_LEVEL_KEYS)}")
         if "parameters" not in top:
-            raise self.fail(root, "missing top-level key 'parameters'")
+            raise self.fail(top, None, "missing top-level key 'parameters'")
         name = self.path.stem
-        if "name" in top:
-            given = self.value(top["name"][1])
-            if given != name:
-                raise self.fail(top["name"][1], f"name {given!r} must match the file name {name!r}")
-        description = ""
-        if "description" in top:
-            description = self.value(top["description"][1])
-            if not isinstance(description, str):
-                raise self.fail(top["description"][1], f"description must be text, got {description!r}")
-        entries = self.mapping(top["parameters"][1], "parameters")
+        if "name" in top and top["name"] != name:
+            raise self.fail(top, "name", f"name {top['name']!r} must match the file name {name!r}")
+        description = top.get("description", "")
+        if not isinstance(description, str):
+            raise self.fail(top, "description", f"description must be text, got {description!r}")
+        entries = self.mapping(top, "parameters", "parameters")
         if not entries:
-            raise self.fail(top["parameters"][1], "parameters is empty; define at least one")
+            raise self.fail(top, "parameters", "parameters is empty; define at least one")
         parameters: dict[str, Parameter] = {}
-        lines: dict[str, int] = {key: _line(key_node) for key, key_node, _ in entries}
-        for key, key_node, value_node in entries:
-            parameters[key] = self.parameter(key, key_node, value_node, parameters, lines)
+        for key in entries:
+            parameters[key] = self.parameter(entries, key, parameters)
         return SearchSpace(name=name, description=description.strip(), parameters=tuple(parameters.values()))
 
-    def parameter(self, key: str, key_node: yaml.Node, node: yaml.Node, earlier: Mapping[str, Parameter],
-                  lines: Mapping[str, int]) -> Parameter:
+    def parameter(self, entries: YamlMap, key: str, earlier: Mapping[str, Parameter]) -> Parameter:
         if not _KEY_PATTERN.fullmatch(key):
-            raise self.fail(key_node, "a parameter key must be a dotted config key like train.lr or "
-                                      "model.drop_path", key)
+            raise self.fail(entries, key, "a parameter key must be a dotted config key like train.lr or "
+                                          "model.drop_path", key)
         if self.known_keys is not None and key not in self.known_keys:
-            raise self.fail(key_node, f"unknown config key{_did_you_mean(key, self.known_keys)}", key)
-        fields = {name: value_node for name, _, value_node in self.mapping(node, "a parameter", key)}
+            raise self.fail(entries, key, f"unknown config key{_did_you_mean(key, self.known_keys, KEY_ALIASES)}",
+                            key)
+        fields = self.mapping(entries, key, "a parameter", key)
         if "type" not in fields:
-            raise self.fail(key_node, f"missing field 'type' (one of {', '.join(PARAMETER_TYPES)})", key)
-        kind = self.value(fields["type"])
+            raise self.fail(entries, key, f"missing field 'type' (one of {', '.join(PARAMETER_TYPES)})", key)
+        kind = fields["type"]
         if not isinstance(kind, str) or kind not in _FIELDS:
             hint = _did_you_mean(kind, PARAMETER_TYPES) if isinstance(kind, str) else ""
-            raise self.fail(fields["type"], f"unknown type {kind!r}{hint}; "
-                                            f"valid types: {', '.join(PARAMETER_TYPES)}", key)
+            raise self.fail(fields, "type", f"unknown type {kind!r}{hint}; valid types: {', '.join(PARAMETER_TYPES)}",
+                            key)
         required, optional = _FIELDS[kind]
         allowed = ("type", *required, *optional)
-        for name, value_node in fields.items():
+        for name in fields:
             if name in allowed:
                 continue
             if name in _ALL_FIELDS:
-                raise self.fail(value_node, f"field {name!r} does not apply to type {kind} "
-                                            f"(its fields: {', '.join(allowed)})", key)
-            raise self.fail(value_node, f"unknown field {name!r}{_did_you_mean(name, allowed)}", key)
+                raise self.fail(fields, name, f"field {name!r} does not apply to type {kind} "
+                                              f"(its fields: {', '.join(allowed)})", key)
+            raise self.fail(fields, name, f"unknown field {name!r}{_did_you_mean(name, allowed)}", key)
         for name in required:
             if name not in fields:
-                raise self.fail(key_node, f"missing field {name!r} (type {kind} needs {', '.join(required)})", key)
-        parameter = self.distribution(key, kind, key_node, fields)
+                raise self.fail(entries, key, f"missing field {name!r} (type {kind} needs {', '.join(required)})",
+                                key)
+        parameter = self.distribution(key, kind, entries, fields)
         if "when" in fields:
-            parameter = replace(parameter, when=self.condition(key, fields["when"], earlier, lines))
+            parameter = replace(parameter, when=self.condition(key, fields, earlier, entries))
         return parameter
 
-    def number(self, key: str, name: str, node: yaml.Node, integer: bool) -> int | float:
-        value = self.value(node)
+    def number(self, key: str, fields: YamlMap, name: str, integer: bool) -> int | float:
+        value = fields[name]
         wanted = "an integer" if integer else "a number"
         if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
             hint = ""
             if isinstance(value, str) and re.fullmatch(r"[-+]?\d+[eE][-+]?\d+", value):
                 hint = f"; YAML reads {value} as text, write it with a dot: {re.sub('[eE]', '.0e', value, 1)}"
-            raise self.fail(node, f"{name} must be {wanted}, got {value!r}{hint}", key)
+            raise self.fail(fields, name, f"{name} must be {wanted}, got {value!r}{hint}", key)
         if not math.isfinite(value):
-            raise self.fail(node, f"{name} must be finite, got {value!r}", key)
+            raise self.fail(fields, name, f"{name} must be finite, got {value!r}", key)
         return value if integer else float(value)  # `low: 0` on a float range records as 0.0
 
-    def distribution(self, key: str, kind: str, entry: yaml.Node, fields: Mapping[str, yaml.Node]) -> Parameter:
+    def distribution(self, key: str, kind: str, entries: YamlMap, fields: YamlMap) -> Parameter:
         if kind == "categorical":
-            return Parameter(key, kind, choices=self.choices(key, fields["choices"]))
+            return Parameter(key, kind, choices=self.choices(key, fields))
         integer = kind == "int"
-        low = self.number(key, "low", fields["low"], integer)
-        high = self.number(key, "high", fields["high"], integer)
+        low = self.number(key, fields, "low", integer)
+        high = self.number(key, fields, "high", integer)
         if not low < high:
-            raise self.fail(entry, f"low must be < high (got low={low}, high={high})", key)
+            raise self.fail(entries, key, f"low must be < high (got low={low}, high={high})", key)
         log = kind == "log_float"
         if "log" in fields:
-            log = self.value(fields["log"])
+            log = fields["log"]
             if not isinstance(log, bool):
-                raise self.fail(fields["log"], f"log must be true or false, got {log!r}", key)
+                raise self.fail(fields, "log", f"log must be true or false, got {log!r}", key)
         if log and low <= 0:
-            raise self.fail(fields["low"], f"low must be > 0 on a log scale (got low={low})", key)
+            raise self.fail(fields, "low", f"low must be > 0 on a log scale (got low={low})", key)
         if log and integer and low < 1:
-            raise self.fail(fields["low"], f"low must be >= 1 for a log-scaled int (got low={low})", key)
+            raise self.fail(fields, "low", f"low must be >= 1 for a log-scaled int (got low={low})", key)
         step = None
         if "step" in fields:
-            step = self.number(key, "step", fields["step"], integer)
+            step = self.number(key, fields, "step", integer)
             if step <= 0:
-                raise self.fail(fields["step"], f"step must be > 0 (got step={step})", key)
+                raise self.fail(fields, "step", f"step must be > 0 (got step={step})", key)
             if log:
-                raise self.fail(fields["step"], "step cannot be combined with log: true (Optuna forbids it)", key)
+                raise self.fail(fields, "step", "step cannot be combined with log: true (Optuna forbids it)", key)
             # Optuna would silently lower `high` to the last point on the grid; make the file say what is sampled.
             span = (high - low) / step
             if abs(span - round(span)) > 1e-9 * max(1.0, abs(span)):
-                raise self.fail(fields["step"], f"step={step} does not divide high - low = {high - low:g}", key)
+                raise self.fail(fields, "step", f"step={step} does not divide high - low = {high - low:g}", key)
         return Parameter(key, kind, low=low, high=high, step=step, log=log)
 
-    def choices(self, key: str, node: yaml.Node) -> tuple[Scalar, ...]:
-        if not isinstance(node, yaml.SequenceNode):
-            raise self.fail(node, f"choices must be a list, got {self._kind(node)}", key)
-        if not node.value:
-            raise self.fail(node, "choices is empty; give at least one value", key)
+    def choices(self, key: str, fields: YamlMap) -> tuple[Scalar, ...]:
+        items = fields["choices"]
+        if not isinstance(items, YamlList):
+            raise self.fail(fields, "choices", f"choices must be a list, got {kind(items)}", key)
+        if not items:
+            raise self.fail(fields, "choices", "choices is empty; give at least one value", key)
         values: list[Scalar] = []
-        for item in node.value:
-            value = self.value(item)
+        for index, value in enumerate(items):
             if not isinstance(value, (str, int, float, bool, type(None))):
-                raise self.fail(item, f"choices must be scalars (text, number, true/false, null), got {value!r}",
-                                key)
+                raise self.fail(items, index, f"choices must be scalars (text, number, true/false, null), got "
+                                              f"{value!r}", key)
             if any(_same(value, v) for v in values):
-                raise self.fail(item, f"duplicate choice {value!r}", key)
+                raise self.fail(items, index, f"duplicate choice {value!r}", key)
             values.append(value)
         return tuple(values)
 
-    def condition(self, key: str, node: yaml.Node, earlier: Mapping[str, Parameter],
-                  lines: Mapping[str, int]) -> tuple[tuple[str, tuple[Scalar, ...]], ...]:
-        entries = self.mapping(node, "when", key)
-        if not entries:
-            raise self.fail(node, "when is empty; name a parameter and its value(s), e.g. {train.optimizer: sgd}",
-                            key)
+    def condition(self, key: str, fields: YamlMap, earlier: Mapping[str, Parameter],
+                  entries: YamlMap) -> tuple[tuple[str, tuple[Scalar, ...]], ...]:
+        when = self.mapping(fields, "when", "when", key)
+        if not when:
+            raise self.fail(fields, "when", "when is empty; name a parameter and its value(s), e.g. "
+                                            "{train.optimizer: sgd}", key)
         conditions = []
-        for other, other_node, values_node in entries:
+        for other, raw in when.items():
             if other not in earlier:
                 if other == key:
-                    raise self.fail(other_node, "a parameter cannot depend on itself", key)
-                if other in lines:
-                    raise self.fail(other_node, f"condition on {other!r}, defined later (line {lines[other]}); "
-                                                f"move it above {key!r}", key)
-                raise self.fail(other_node, f"condition on unknown parameter {other!r}"
-                                            f"{_did_you_mean(other, list(earlier))}", key)
+                    raise self.fail(when, other, "a parameter cannot depend on itself", key)
+                if other in entries:
+                    raise self.fail(when, other, f"condition on {other!r}, defined later (line "
+                                                 f"{line_of(entries, other)}); move it above {key!r}", key)
+                raise self.fail(when, other, f"condition on unknown parameter {other!r}"
+                                             f"{_did_you_mean(other, list(earlier))}", key)
             target = earlier[other]
             if target.type not in ("categorical", "int"):
-                raise self.fail(other_node, f"conditions may only name categorical or int parameters; "
-                                            f"{other!r} is {target.type}", key)
-            raw = self.value(values_node)
+                raise self.fail(when, other, f"conditions may only name categorical or int parameters; "
+                                             f"{other!r} is {target.type}", key)
             values = tuple(raw) if isinstance(raw, list) else (raw,)
             if not values:
-                raise self.fail(values_node, f"condition on {other!r} lists no values", key)
+                raise self.fail(when, other, f"condition on {other!r} lists no values", key)
             for value in values:
                 if not target.can_take(value):
                     takes = (", ".join(map(repr, target.choices)) if target.type == "categorical"
                              else f"integers {target.low}..{target.high}" + (f" step {target.step}" if target.step
                                                                              else ""))
-                    raise self.fail(values_node, f"condition {other}={value!r} can never hold; {other} takes "
+                    raise self.fail(when, other, f"condition {other}={value!r} can never hold; {other} takes "
                                                  f"{takes}", key)
             conditions.append((other, values))
         return tuple(conditions)

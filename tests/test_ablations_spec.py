@@ -73,11 +73,33 @@ def _spec(tmp_path, body: str):
      r"bad.yaml:4: search space: .*nowhere"),
     ("name: x\nfactors:\n  model.mtm: [true]\nresources: {gpus_per_trial: 1.5}\n",
      r"bad.yaml:4: gpus_per_trial must be a fraction in \[0, 1\] or a whole number, got 1.5"),
+    ("name: x\nfactors:\n  model.mtm: [true]\nseeds: 2\nseeds: 3\n",
+     r"bad.yaml:5: duplicate key 'seeds' in the file \(first on line 4\)"),
+    ("name: x\nbase:\n  train.learning_rate: 0.1\nfactors:\n  model.mtm: [true]\n",
+     r"bad.yaml:3: base: unknown config key 'train.learning_rate' \(did you mean train.lr\?\)"),
+    ("name: x\nbase:\n  model.num_frames: 4\nfactors:\n  model.depth: [1, 2]\n",
+     r"variant depth=1 \(add a rule or an exclude entry\): model.num_frames=4 leaves the coarsest of 3 scales"),
 ])
 def test_bad_specs_get_one_line_errors(tmp_path, body, message):
     with pytest.raises(SpecError, match=message) as caught:
         expand(load_spec(_spec(tmp_path, body)), "quick")
     assert "\n" not in str(caught.value)
+
+
+def test_options_are_checked_alone_then_together_once(tmp_path):
+    """Each base value and factor value is checked on its own (type, range); conditions between options are checked
+    once per variant on its whole configuration, so options that only work together are accepted together."""
+    plans = expand(load_spec(_spec(tmp_path, """\
+        name: x
+        base: {model.num_frames: 4, model.num_scales: 2}
+        factors:
+          model.skeleton_branch: [true, false]
+          model.msm: [released, "off"]
+        exclude:
+          - {model.skeleton_branch: false, model.msm: released}
+        """)), "quick")
+    assert {(p.config.model.num_frames, p.config.model.num_scales) for p in plans} == {(4, 2)}
+    assert len({p.variant_key for p in plans}) == 3
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -88,7 +88,7 @@ def test_config_file_yaml_syntax_error_names_the_line(capsys, tmp_path):
     path = tmp_path / "my.yaml"
     path.write_text("model:\n  msm: [released\n")
     assert train(capsys, "--config", str(path)) == (
-        2, f"error: {path}:3: YAML error: expected ',' or ']', but got '<stream end>'")
+        2, f"error: {path}:3: YAML syntax error: expected ',' or ']', but got '<stream end>'")
     path.write_text("- model.msm\n- off\n")
     assert train(capsys, "--config", str(path)) == (
         2, f"error: {path}: expected a mapping of config keys to values, got a list")
@@ -378,7 +378,7 @@ def _unpickling_problems() -> list[str]:
                     problems.append(f"{where}: np.load without allow_pickle=False")
             if name == "yaml.load":
                 loader = _keyword(call, "Loader")
-                if loader is None or ast.unparse(loader) not in ("yaml.SafeLoader", "_LineLoader"):
+                if loader is None or ast.unparse(loader) not in ("yaml.SafeLoader", "SafeLineLoader"):
                     problems.append(f"{where}: yaml.load with a loader that is not safe")
         text = path.read_text()
         if path != allowed and re.search(r"^\s*from (c?pickle|dill|cloudpickle) import .*\bloads?\b", text, re.M):
@@ -389,8 +389,8 @@ def _unpickling_problems() -> list[str]:
 def test_nothing_unpickles_outside_the_restricted_unpickler():
     problems = _unpickling_problems()
     assert not problems, problems
-    from ablations.spec import _LineLoader
-    assert issubclass(_LineLoader, yaml.SafeLoader)
+    from mmn.yamlfile import SafeLineLoader
+    assert issubclass(SafeLineLoader, yaml.SafeLoader)
 
 
 def test_no_eval_or_exec_in_the_code():
@@ -420,7 +420,7 @@ def test_yaml_tags_that_would_run_code_are_refused(capsys, tmp_path):
     config = tmp_path / "my.yaml"
     config.write_text(f"model:\n  msm: {tag}\n")
     assert train(capsys, "--config", str(config)) == (2, (
-        f"error: {config}:2: YAML error: could not determine a constructor for the tag "
+        f"error: {config}:2: YAML syntax error: could not determine a constructor for the tag "
         "'tag:yaml.org,2002:python/object/apply:os.system'"))
     assert not marker.exists()
 

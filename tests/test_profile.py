@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mmn.config import parse_value
 from mmn.model import MMN, ConfigError, ModelConfig
 from mmn.profile import (
     build_config,
@@ -17,7 +18,6 @@ from mmn.profile import (
     main,
     measure_throughput,
     parse_overrides,
-    parse_value,
     profile_model,
 )
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from mmn.checkpoint import CheckpointMismatch
-from mmn.config import RunConfig, apply_overrides, with_budget
+from mmn.config import (ConfigError, IncompatibleOptions, RunConfig, apply_overrides, check_value, suggest_key,
+                        with_budget)
 from mmn.schedule import learning_rate
 from mmn.train import TrainingDiverged, fit
 
@@ -97,3 +98,21 @@ def test_cli_trains_and_rejects_bad_keys(tmp_path):
                          timeout=120)
     assert bad.returncode == 2
     assert "unknown config key 'model.msn' (did you mean model.msm?)" in bad.stderr
+
+
+def test_options_are_checked_alone_then_together():
+    assert check_value("train.lr", 1) == 1.0 and isinstance(check_value("train.lr", 1), float)
+    assert check_value("model.num_frames", 4) == 4  # too few frames for 4 scales, but that is between two options
+    with pytest.raises(ConfigError, match=r"model.num_frames must be a positive integer, got 0"):
+        check_value("model.num_frames", 0)
+    with pytest.raises(IncompatibleOptions) as conflict:
+        apply_overrides(RunConfig(), {"model.num_frames": 4})
+    assert conflict.value.keys == ("model.num_frames", "model.num_scales")
+    with pytest.raises(IncompatibleOptions) as conflict:
+        apply_overrides(RunConfig(), {"train.warmup_epochs": 30, "train.epochs": 20})
+    assert conflict.value.keys == ("train.warmup_epochs", "train.epochs")
+    # names people bring from elsewhere, and names given without their section
+    assert [suggest_key(key) for key in ("train.learning_rate", "lr", "wd", "width", "blocks", "msm")] == [
+        f" (did you mean {key}?)" for key in ("train.lr", "train.lr", "train.weight_decay", "model.embed_dim",
+                                              "model.depth", "model.msm")]
+

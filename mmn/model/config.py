@@ -13,6 +13,35 @@ class ConfigError(ValueError):
     """A configuration that cannot build a model; the message says what to change."""
 
 
+class IncompatibleOptions(ConfigError):
+    """Options each valid on its own that cannot work together. `keys` names them (dotted), so that a caller can
+    tell whether a variant that sets one of them may still resolve the conflict."""
+
+    def __init__(self, message: str, keys: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.keys = keys
+
+
+def is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def need(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+_POSITIVE_INTEGERS = ("num_joints", "num_classes", "num_frames", "in_channels", "num_persons", "embed_dim", "depth",
+                      "groups", "temporal_kernel")
+_CHOICES = {"msm": MSM_CHOICES, "pos_enc": POS_ENC_CHOICES, "fusion": FUSION_CHOICES}
+_SWITCHES = ("mtm", "modulated_fusion", "skeleton_branch", "temporal_branch", "motion_branch")
+_RATES = ("drop_path", "fusion_dropout", "head_dropout")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     num_joints: int = 44
@@ -42,48 +71,55 @@ class ModelConfig:
         self.validate()
 
     def validate(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ConfigError(message)
+        """Every field on its own, then the conditions between fields."""
+        for f in fields(self):
+            self.check_field(f.name, getattr(self, f.name))
+        self._check_combination()
 
-        for name in ("num_joints", "num_classes", "num_frames", "in_channels", "num_persons", "embed_dim", "depth",
-                     "groups", "temporal_kernel"):
-            value = getattr(self, name)
-            need(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                 f"model.{name} must be a positive integer, got {value!r}")
-        need(self.msm in MSM_CHOICES, f"model.msm={self.msm!r} is not one of {', '.join(MSM_CHOICES)}")
-        need(self.pos_enc in POS_ENC_CHOICES,
-             f"model.pos_enc={self.pos_enc!r} is not one of {', '.join(POS_ENC_CHOICES)}")
-        need(self.fusion in FUSION_CHOICES, f"model.fusion={self.fusion!r} is not one of {', '.join(FUSION_CHOICES)}")
-        for name in ("mtm", "modulated_fusion", "skeleton_branch", "temporal_branch", "motion_branch"):
-            need(isinstance(getattr(self, name), bool), f"model.{name} must be true or false, got {getattr(self, name)!r}")
-        need(isinstance(self.num_scales, int) and not isinstance(self.num_scales, bool) and 1 <= self.num_scales <= 4,
-             f"model.num_scales must be 1, 2, 3 or 4, got {self.num_scales!r}")
+    @staticmethod
+    def check_field(name: str, value: Any) -> None:
+        """One field's type and range, whatever the other fields are; ConfigError says what is wrong."""
+        if name in _POSITIVE_INTEGERS:
+            need(is_integer(value) and value >= 1, f"model.{name} must be a positive integer, got {value!r}")
+            need(name != "temporal_kernel" or value % 2 == 1, f"model.temporal_kernel must be odd, got {value}")
+        elif name in _CHOICES:
+            need(value in _CHOICES[name], f"model.{name}={value!r} is not one of {', '.join(_CHOICES[name])}")
+        elif name in _SWITCHES:
+            need(isinstance(value, bool), f"model.{name} must be true or false, got {value!r}")
+        elif name == "num_scales":
+            need(is_integer(value) and 1 <= value <= 4, f"model.num_scales must be 1, 2, 3 or 4, got {value!r}")
+        else:  # mlp_ratio and the rates
+            need(is_number(value), f"model.{name} must be a number, got {value!r}")
+            need(name != "mlp_ratio" or value > 0, f"model.mlp_ratio must be positive, got {value}")
+            need(name not in _RATES or 0.0 <= value < 1.0, f"model.{name} must lie in [0, 1), got {value}")
+
+    def _check_combination(self) -> None:
+        def need_together(ok: bool, message: str, *names: str) -> None:
+            if not ok:
+                raise IncompatibleOptions(message, tuple(f"model.{name}" for name in names))
+
         stride = 2 ** (self.num_scales - 1)
-        need(self.num_frames % stride == 0,
-             f"model.num_frames={self.num_frames} must be divisible by 2^(num_scales-1)={stride}; "
-             f"use num_frames={max(2 * stride, self.num_frames // stride * stride)} or fewer scales")
+        need_together(self.num_frames % stride == 0,
+                      f"model.num_frames={self.num_frames} must be divisible by 2^(num_scales-1)={stride}; "
+                      f"use num_frames={max(2 * stride, self.num_frames // stride * stride)} or fewer scales",
+                      "num_frames", "num_scales")
         # Frame differences need two frames, at the coarsest scale too.
-        need(self.num_frames >= 2 * stride,
-             f"model.num_frames={self.num_frames} leaves the coarsest of {self.num_scales} scales under 2 frames, "
-             f"too few for frame differences; use num_frames >= {2 * stride} or fewer scales")
-        need(self.embed_dim % 4 == 0 and (self.embed_dim // 4) % self.groups == 0,
-             f"model.embed_dim={self.embed_dim} must split into 4 quarters each divisible by groups={self.groups}; "
-             f"use a multiple of {4 * self.groups}")
-        need(self.temporal_kernel % 2 == 1, f"model.temporal_kernel must be odd, got {self.temporal_kernel}")
-        for name in ("mlp_ratio", "drop_path", "fusion_dropout", "head_dropout"):
-            value = getattr(self, name)
-            need(isinstance(value, (int, float)) and not isinstance(value, bool),
-                 f"model.{name} must be a number, got {value!r}")
-        need(self.mlp_ratio > 0, f"model.mlp_ratio must be positive, got {self.mlp_ratio}")
-        for name in ("drop_path", "fusion_dropout", "head_dropout"):
-            need(0.0 <= getattr(self, name) < 1.0, f"model.{name} must lie in [0, 1), got {getattr(self, name)}")
-        need(self.skeleton_branch or self.temporal_branch or self.motion_branch,
-             "at least one of model.skeleton_branch, temporal_branch, motion_branch must be on")
-        need(self.skeleton_branch or self.msm == "off",
-             "model.msm modulates the skeleton branch: with skeleton_branch=false set msm=off")
-        need(self.temporal_branch or not self.mtm,
-             "model.mtm modulates the temporal branch: with temporal_branch=false set mtm=false")
+        need_together(self.num_frames >= 2 * stride,
+                      f"model.num_frames={self.num_frames} leaves the coarsest of {self.num_scales} scales under 2 "
+                      f"frames, too few for frame differences; use num_frames >= {2 * stride} or fewer scales",
+                      "num_frames", "num_scales")
+        need_together(self.embed_dim % 4 == 0 and (self.embed_dim // 4) % self.groups == 0,
+                      f"model.embed_dim={self.embed_dim} must split into 4 quarters each divisible by "
+                      f"groups={self.groups}; use a multiple of {4 * self.groups}", "embed_dim", "groups")
+        need_together(self.skeleton_branch or self.temporal_branch or self.motion_branch,
+                      "at least one of model.skeleton_branch, temporal_branch, motion_branch must be on",
+                      "skeleton_branch", "temporal_branch", "motion_branch")
+        need_together(self.skeleton_branch or self.msm == "off",
+                      "model.msm modulates the skeleton branch: with skeleton_branch=false set msm=off",
+                      "msm", "skeleton_branch")
+        need_together(self.temporal_branch or not self.mtm,
+                      "model.mtm modulates the temporal branch: with temporal_branch=false set mtm=false",
+                      "mtm", "temporal_branch")
 
     @property
     def graph_joints(self) -> int:
