@@ -6,7 +6,7 @@ budget overrides, the command line's (dataset, data root, epochs, ...), then the
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from mmn.config import ConfigError, RunConfig, apply_overrides, with_budget
@@ -25,6 +25,7 @@ class TrialPlan:
     overrides: Mapping[str, Any]  # every dotted override on top of the defaults
     config: RunConfig
     config_hash: str
+    sampled: Mapping[str, Any] = field(default_factory=dict)  # values a search chose (the final runs of a tuned spec)
 
 
 def _text(value: Any) -> str:

@@ -4,9 +4,14 @@ variant first, and resumption that never repeats or loses a finished trial.
 Resumption works from the files alone: every trial's result.json carries its config hash, so a rerun (or
 `--resume`) scans the experiment folder, skips the hashes already finished and restarts the unfinished ones
 from their last checkpoint.
+
+`run_experiment` reads as its steps: open the experiment folder, plan the trials, prepare the data, start Ray,
+tune (for specs that search), run what is not finished, and collect the outcome. Process-wide settings it needs
+(environment variables Ray reads, a logger's level, a Ray instance it started) are restored when it returns.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -15,27 +20,34 @@ import pickle
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Mapping
 
 import optuna
+import pyarrow.fs as pafs
+import ray
 import yaml
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from ray import tune
+from ray.tune.logger import CSVLoggerCallback
+from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from mmn.atomic import write_text
 from mmn.data.formats import read_split
 from mmn.data.synthetic import ensure_synthetic
+from mmn.folders import EXPERIMENT, EXPERIMENT_FORMAT, RESULT, SPEC_AS_RUN, STUDY
 from mmn.layouts import get_layout
+from search_spaces import load_search_space
 
 from .expand import TrialPlan, base_overrides, build_config, expand, resolve_seeds, variant_key, variant_overrides, \
     variants
 from .spec import Spec
-from .storage import EXPERIMENT_FORMAT, Location, cannot_write, check_format, locate, read_json, \
-    write_experiment_json, write_json_text
+from .storage import Location, cannot_write, check_format, locate, read_json, write_experiment_json
 from .trainable import TrialContext, run_trial
-
-STUDY_FILE = "study.journal"
 
 
 @dataclass
@@ -86,7 +98,7 @@ def _say(message: str) -> None:
 def scan_results(experiment: Location) -> dict[str, dict[str, Any]]:
     """config hash → the newest result.json record for it, each with its folder under key `_dir`."""
     records: dict[str, dict[str, Any]] = {}
-    for location in experiment.find("result.json"):
+    for location in experiment.find(RESULT):
         try:
             record = read_json(location)
         except (json.JSONDecodeError, UnicodeDecodeError, OSError):
@@ -101,8 +113,6 @@ def scan_results(experiment: Location) -> dict[str, dict[str, Any]]:
 
 
 def _latest_checkpoint(experiment: Location, folder: str) -> str | None:
-    import pyarrow.fs as pafs
-
     infos = experiment.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
     checkpoints = sorted(i.path for i in infos if i.type == pafs.FileType.Directory
                          and i.base_name.startswith("checkpoint_"))
@@ -115,12 +125,10 @@ def plan_experiment(spec: Spec, options: RunOptions) -> list[TrialPlan]:
     return expand(spec, options.budget, options.cli_overrides(), options.seeds)
 
 
-def _init_ray(options: RunOptions, cpus_per_trial: float) -> None:
-    import ray
-
+def _init_ray(options: RunOptions, cpus_per_trial: float) -> bool:
+    """Join or start Ray unless it already runs in this process; whether this call started it."""
     if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        return False
     if options.address:
         ray.init(address=options.address, log_to_driver=False)
     else:
@@ -128,15 +136,37 @@ def _init_ray(options: RunOptions, cpus_per_trial: float) -> None:
     resources = ray.cluster_resources()
     _say(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; "
          f"{cpus_per_trial:g} CPU per trial")
+    return True
+
+
+@contextlib.contextmanager
+def _process_settings() -> Iterator[None]:
+    """What Ray and Tune need set in this process while an experiment runs, restored afterwards."""
+    environment = {
+        "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0"),  # unless the user chose
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # result.json in a trial folder is ours
+    }
+    # Ray's result reader mistakes our result.json for its own; we read results from the files, not from it.
+    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    saved_environment = {name: os.environ.get(name) for name in environment}
+    saved_level = quiet.level
+    os.environ.update(environment)
+    quiet.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        quiet.setLevel(saved_level)
+        for name, value in saved_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _journal(experiment: Location) -> optuna.storages.BaseStorage:
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
     folder = experiment.path if experiment.is_local else os.path.join("runs", os.path.basename(experiment.path))
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, STUDY_FILE)
+    path = os.path.join(folder, STUDY)
     _drop_torn_tail(path)
     return JournalStorage(JournalFileBackend(path))
 
@@ -162,12 +192,6 @@ def _drop_torn_tail(path: str) -> None:
 
 def _tune(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, options: RunOptions,
           experiment: Location, label: str, scheduler: Any = None, concurrency: int | None = None) -> None:
-    from ray import tune
-    from ray.tune.logger import CSVLoggerCallback
-
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"  # result.json in a trial folder is ours
-    # Ray's result reader mistakes our result.json for its own; we read results from the files, not from it.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     resources = {"cpu": options.cpus_per_trial or spec.cpus_per_trial,
                  "gpu": options.gpus_per_trial if options.gpus_per_trial is not None else spec.gpus_per_trial}
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
@@ -202,7 +226,7 @@ def _storage_problem(experiment: Location) -> str | None:
         return None
     probe = os.path.join(experiment.path, f".write-check-{os.getpid()}")
     try:
-        write_json_text(Path(probe), "{}")
+        write_text(probe, "{}")
         os.unlink(probe)
     except OSError as error:
         return str(cannot_write(experiment.uri, error))
@@ -237,49 +261,65 @@ def _grid_search_alg(keys: list[str], experiment: Location, spec: Spec, study: s
 
 
 def run_experiment(spec: Spec, options: RunOptions) -> Outcome:
+    """Run every planned trial of `spec` that has not finished in its experiment folder; the outcome counts all."""
     name = options.name or spec.name
-    experiment = locate(options.storage, name)
-    check_format(experiment)
-    plans = plan_experiment(spec, options)
-    try:  # the first write: an unwritable folder or a full disk stops here, before any trial, with one line
+    with _process_settings():
+        experiment = locate(options.storage, name)
+        check_format(experiment)
+        plans = plan_experiment(spec, options)  # an impossible variant stops here, before anything is written
         _record_experiment(experiment, spec, options, name)
-    except OSError as error:
-        raise cannot_write(experiment.uri, error) from None
-    _prepare_data(plans[0])
+        _prepare_data(plans[0])
+        context = _trial_context(spec, options, name)
+        started_ray = _init_ray(options, options.cpus_per_trial or spec.cpus_per_trial)
+        try:
+            if spec.search is not None:
+                plans = _tune_then_take_best(plans, spec, options, experiment, context)
+            todo, resume_from = _unfinished(plans, experiment)
+            if len(todo) < len(plans):
+                _say(f"{len(plans) - len(todo)} of {len(plans)} trials already finished in {experiment.uri}: "
+                     "skipping them")
+            if todo:
+                phase = "final" if spec.search is not None else "grid"
+                _run_planned(replace(context, phase=phase, planned={p.trial_key: p for p in todo},
+                                     resume_from=resume_from), spec, options, experiment)
+        finally:
+            if started_ray:
+                ray.shutdown()
+        return _outcome(plans, len(plans) - len(todo), experiment)
 
+
+def _trial_context(spec: Spec, options: RunOptions, name: str) -> TrialContext:
+    """What every trial of the experiment shares; it travels to the workers once, through Ray's object store."""
     variant_list = variants(spec)
-    common = base_overrides(spec, options.budget, options.cli_overrides())
-    variant_map = {variant_key(v): variant_overrides(spec, v) for v in variant_list}
-    cpus = options.cpus_per_trial or spec.cpus_per_trial
-    context_args = dict(experiment=name, budget=options.budget, common=common, variants=variant_map,
-                        variant_values={variant_key(v): v for v in variant_list}, threads=max(1, int(cpus)),
-                        tune_seed=tuning_seed(resolve_seeds(spec, options.budget, options.seeds)))
-    _init_ray(options, cpus)
+    return TrialContext(
+        experiment=name, budget=options.budget, common=base_overrides(spec, options.budget, options.cli_overrides()),
+        variants={variant_key(v): variant_overrides(spec, v) for v in variant_list},
+        variant_values={variant_key(v): v for v in variant_list},
+        threads=max(1, int(options.cpus_per_trial or spec.cpus_per_trial)),
+        tune_seed=tuning_seed(resolve_seeds(spec, options.budget, options.seeds)))
 
-    if spec.search is not None:
-        best = _tune_variants(spec, options, experiment, context_args, variant_list)
-        plans = [_with_best(plan, best[plan.variant_key], options) for plan in plans]
-    phase = "final" if spec.search is not None else "grid"
 
+def _unfinished(plans: list[TrialPlan], experiment: Location) -> tuple[list[TrialPlan], dict[str, str]]:
+    """The plans without a finished result, and for those that ran before, the checkpoint to continue from."""
     done = scan_results(experiment)
     todo = [p for p in plans if done.get(p.config_hash, {}).get("status") != "finished"]
-    skipped = len(plans) - len(todo)
-    if skipped:
-        _say(f"{skipped} of {len(plans)} trials already finished in {experiment.uri}: skipping them")
-    if todo:
-        resume_from = {p.config_hash: ck for p in todo if p.config_hash in done
-                       for ck in [_latest_checkpoint(experiment, done[p.config_hash]["_dir"])] if ck}
-        context = TrialContext(**context_args, resume_from=resume_from, planned={
-            p.trial_key: {"variant_key": p.variant_key, "seed": p.seed, "phase": phase,
-                          "extra": {k: v for k, v in p.overrides.items() if k not in common
-                                    and k not in variant_map[p.variant_key] and k != "train.seed"}}
-            for p in todo})
-        _say(f"running {len(todo)} trials of {name} ({options.budget} budget) into {experiment.uri}")
-        # Each invocation gets its own study: the grid of what is left differs from run to run.
-        label = f"{phase}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        search = _grid_search_alg([p.trial_key for p in todo], experiment, spec, f"{name}/{label}")
-        _tune(context, search, len(todo), spec, options, experiment, label)
+    resume_from = {p.config_hash: checkpoint for p in todo if p.config_hash in done
+                   for checkpoint in [_latest_checkpoint(experiment, done[p.config_hash]["_dir"])] if checkpoint}
+    return todo, resume_from
 
+
+def _run_planned(context: TrialContext, spec: Spec, options: RunOptions, experiment: Location) -> None:
+    """One Tune invocation over the planned trials, each exactly once (an Optuna grid over their keys)."""
+    _say(f"running {len(context.planned)} trials of {context.experiment} ({options.budget} budget) into "
+         f"{experiment.uri}")
+    # Each invocation gets its own study: the grid of what is left differs from run to run.
+    label = f"{context.phase}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    search = _grid_search_alg(list(context.planned), experiment, spec, f"{context.experiment}/{label}")
+    _tune(context, search, len(context.planned), spec, options, experiment, label)
+
+
+def _outcome(plans: list[TrialPlan], skipped: int, experiment: Location) -> Outcome:
+    """Every planned trial as finished or failed, from the result files; none silently absent."""
     results = scan_results(experiment)
     hashes = {p.config_hash for p in plans}
     finished = [r for h, r in results.items() if h in hashes and r.get("status") == "finished"]
@@ -292,33 +332,35 @@ def run_experiment(spec: Spec, options: RunOptions) -> Outcome:
     # A trial that never wrote a result.json (its worker died before the first epoch on every retry, or the disk
     # was full) is failed too, not silently absent.
     failed += [{"config_hash": p.config_hash, "variant_key": p.variant_key, "seed": p.seed, "status": "missing",
-                "error": f"no result.json was recorded (see error.txt under {experiment.uri})"}
+                "error": f"no {RESULT} was recorded (see error.txt under {experiment.uri})"}
                for p in plans if p.config_hash not in results]
     return Outcome(experiment, len(plans), skipped, finished, failed, _storage_problem(experiment) if failed else None)
+
+
+def _tune_then_take_best(plans: list[TrialPlan], spec: Spec, options: RunOptions, experiment: Location,
+                         context: TrialContext) -> list[TrialPlan]:
+    """Tune every variant, then the plans with each variant's best values (the final runs)."""
+    best = _tune_variants(spec, options, experiment, replace(context, phase="tune"))
+    return [_with_best(plan, best[plan.variant_key], options) for plan in plans]
 
 
 def _with_best(plan: TrialPlan, best: Mapping[str, Any], options: RunOptions) -> TrialPlan:
     overrides = {**plan.overrides, **best}
     config = build_config(options.budget, overrides, f"trial {plan.trial_key}")
-    return TrialPlan(plan.trial_key, plan.variant, plan.variant_key, plan.seed, overrides, config, config.hash())
+    return replace(plan, overrides=overrides, config=config, config_hash=config.hash(), sampled=dict(best))
 
 
-def _tune_variants(spec: Spec, options: RunOptions, experiment: Location, context_args: dict[str, Any],
-                   variant_list: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _tune_variants(spec: Spec, options: RunOptions, experiment: Location,
+                   context: TrialContext) -> dict[str, dict[str, Any]]:
     """Give every variant the same TPE budget (seeded, optionally with ASHA); return each one's best values."""
-    from ray.tune.schedulers import ASHAScheduler
-    from search_spaces import load_search_space
-
     assert spec.search is not None
     space = load_search_space(spec.search.space)
     samples = search_samples(spec, options)
     storage = _journal(experiment)
     best: dict[str, dict[str, Any]] = {}
-    context = TrialContext(**context_args, planned={})
-    epochs = build_config(options.budget, context_args["common"], "search").train.epochs
-    for variant in variant_list:
-        key = variant_key(variant)
-        study_name = f"{context_args['experiment']}/tune/{key}"
+    epochs = build_config(options.budget, context.common, "search").train.epochs
+    for key in context.variants:
+        study_name = f"{context.experiment}/tune/{key}"
         study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
                                     direction="maximize" if spec.mode == "max" else "minimize")
         completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -327,7 +369,7 @@ def _tune_variants(spec: Spec, options: RunOptions, experiment: Location, contex
             _say(f"tuning {key}: {remaining} of {samples} samples of {space.name}")
             sampler = optuna.samplers.TPESampler(seed=zlib.crc32(study_name.encode()) % 2**31)
             search = _OptunaSearch(space=space.optuna_space_fn({"variant_key": key}), sampler=sampler,
-                                  metric=spec.metric, mode=spec.mode, storage=storage, study_name=study_name)
+                                   metric=spec.metric, mode=spec.mode, storage=storage, study_name=study_name)
             scheduler = None
             if spec.search.scheduler:
                 scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs,
@@ -335,8 +377,6 @@ def _tune_variants(spec: Spec, options: RunOptions, experiment: Location, contex
                                           reduction_factor=spec.search.scheduler["reduction_factor"])
             label = f"tune-{_slug(key)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
             # TPE learns from finished samples: suggest no more at once than can run at once
-            import ray
-
             slots = int(ray.cluster_resources().get("CPU", 1) // (options.cpus_per_trial or spec.cpus_per_trial))
             _tune(context, search, remaining, spec, options, experiment, label, scheduler, max(1, slots))
             study = optuna.load_study(study_name=study_name, storage=storage)
@@ -363,17 +403,21 @@ def _slug(text: str) -> str:
 
 
 def _record_experiment(experiment: Location, spec: Spec, options: RunOptions, name: str) -> None:
-    """experiment.json and the spec as run, written before any trial so the folder explains itself."""
+    """experiment.json and the spec as run, written before any trial so the folder explains itself. The first
+    write: an unwritable folder or a full disk stops the run here, before any trial, with one line."""
     record = {"format_version": EXPERIMENT_FORMAT, "name": name, "description": spec.description,
               "factors": {f.key: list(f.values) for f in spec.factors},
-              "factor_labels": {f.key: f.label for f in spec.factors}, "reference": dict(spec.reference),
-              "metric": spec.metric, "mode": spec.mode,
+              "factor_labels": {f.key: f.label for f in spec.factors}, "variants": variants(spec),
+              "reference": dict(spec.reference), "metric": spec.metric, "mode": spec.mode,
               "seeds": list(resolve_seeds(spec, options.budget, options.seeds)),
               "dataset": options.dataset or spec.base.get("data.dataset", "ma52"), "budget": options.budget,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "spec": spec.to_dict(), "options": {k: v for k, v in vars(options).items()}}
-    write_experiment_json(experiment.child("experiment.json"), record)
-    experiment.child("spec.yaml").write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    try:
+        write_experiment_json(experiment.child(EXPERIMENT), record)
+        experiment.child(SPEC_AS_RUN).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    except OSError as error:
+        raise cannot_write(experiment.uri, error) from None
 
 
 def _prepare_data(plan: TrialPlan) -> None:

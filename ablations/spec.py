@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mmn.config import BUDGETS, ConfigError, check_key, check_value, valid_keys
+from mmn.folders import RECORDED_METRICS
 from mmn.suggest import closest
 from mmn.yamlfile import YamlError, YamlMap, line_of, load_yaml
 from search_spaces import SearchSpaceError, load_search_space
 
 SPEC_DIR = Path(__file__).resolve().parent
-METRICS = ("val_top1", "val_top5", "val_body_top1", "val_f1_micro", "val_f1_macro", "val_body_f1_micro",
-           "val_body_f1_macro", "val_f1_mean", "train_loss")
 SCHEDULERS = ("asha",)
 _TOP_LEVEL = ("name", "description", "base", "factors", "rules", "exclude", "reference", "seeds", "metric", "mode",
               "budgets", "search", "resources")
@@ -179,8 +178,8 @@ class _Parser:
             raise self.fail(data, "reference", f"reference must give a value for every factor: {', '.join(by_key)}")
         seeds = self.seeds(data, "seeds", data.get("seeds", [1]))
         metric = data.get("metric", "val_top1")
-        if metric not in METRICS:
-            raise self.fail(data, "metric", f"metric {metric!r} is not one of {', '.join(METRICS)}")
+        if metric not in RECORDED_METRICS:
+            raise self.fail(data, "metric", f"metric {metric!r} is not one of {', '.join(RECORDED_METRICS)}")
         mode = data.get("mode", "min" if metric == "train_loss" else "max")
         if mode not in ("max", "min"):
             raise self.fail(data, "mode", f"mode must be max or min, got {mode!r}")

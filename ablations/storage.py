@@ -9,9 +9,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from mmn.checkpoint import atomic_write, write_json
-
-EXPERIMENT_FORMAT = 1
+from mmn.atomic import write_json, write_text
+from mmn.folders import EXPERIMENT, EXPERIMENT_FORMAT, check_version
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Location:
     def write_text(self, text: str) -> None:
         """Atomically on a local filesystem (temporary file, then rename); object stores write whole objects."""
         if self.is_local:
-            write_json_text(Path(self.path), text)
+            write_text(self.path, text)
             return
         with self.fs.open_output_stream(self.path) as stream:
             stream.write(text.encode())
@@ -63,10 +62,6 @@ def cannot_write(where: str, error: OSError) -> StorageError:
     """'cannot write to WHERE: no space left on device' from an OSError, without the errno noise."""
     reason = (error.strerror or str(error) or type(error).__name__)
     return StorageError(f"cannot write to {where}: {reason[:1].lower()}{reason[1:]}")
-
-
-def write_json_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 def locate(storage: str, name: str) -> Location:
@@ -91,12 +86,9 @@ def write_experiment_json(location: Location, record: dict[str, Any]) -> None:
 
 def check_format(experiment: Location) -> None:
     """Refuse an experiment folder written by a newer version instead of misreading it."""
-    marker = experiment.child("experiment.json")
+    marker = experiment.child(EXPERIMENT)
     if marker.exists():
-        version = read_json(marker).get("format_version", 0)
-        if version > EXPERIMENT_FORMAT:
-            raise ValueError(f"{marker.uri} was written by a newer mmn-ablate (format {version}, this one reads "
-                             f"{EXPERIMENT_FORMAT}); upgrade mmn-ablate or use another --name")
+        check_version(read_json(marker), EXPERIMENT_FORMAT, marker.uri, "upgrade mmn-ablate or use another --name")
 
 
 def local_dir(location: Location) -> Path:

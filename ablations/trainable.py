@@ -5,7 +5,6 @@ the variant (tuning phase). Everything else travels once per experiment in `Tria
 """
 from __future__ import annotations
 
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +15,11 @@ import ray
 import torch
 from ray import tune
 
-from mmn.checkpoint import CHECKPOINT_NAME
+from mmn.atomic import write_bytes
+from mmn.folders import CHECKPOINT, RECORDED_METRICS, TRIAL_STATE
 from mmn.train import TrainingDiverged, fit
 
-from .expand import build_config
-from .spec import METRICS
+from .expand import TrialPlan, build_config
 
 
 @dataclass(frozen=True)
@@ -30,7 +29,8 @@ class TrialContext:
     common: Mapping[str, Any]  # overrides shared by every trial (spec base, budget, command line)
     variants: Mapping[str, Mapping[str, Any]]  # variant key → its overrides (factor values and rules)
     variant_values: Mapping[str, Mapping[str, Any]]  # variant key → factor values
-    planned: Mapping[str, Mapping[str, Any]]  # trial key → {"variant_key", "seed", "extra" overrides, "phase"}
+    phase: str = "grid"  # grid (every variant × seed), tune (search samples) or final (the best, on every seed)
+    planned: Mapping[str, TrialPlan] = field(default_factory=dict)  # trial key → its plan (grid and final phases)
     resume_from: Mapping[str, str] = field(default_factory=dict)  # config hash → checkpoint folder of a past run
     threads: int = 1
     tune_seed: int = 1
@@ -41,7 +41,7 @@ def _restore(checkpoint_dir: Path, config_hash: str, context: TrialContext) -> N
 
     Ray copies checkpoints into storage without a rename, so one can be torn (the disk filled up, the copy was
     killed); such a file is dropped and the trial starts over, instead of failing on it at every retry."""
-    target = checkpoint_dir / CHECKPOINT_NAME
+    target = checkpoint_dir / CHECKPOINT
     try:
         _copy_checkpoint(checkpoint_dir, config_hash, context)
         if target.exists():
@@ -56,14 +56,13 @@ def _copy_checkpoint(checkpoint_dir: Path, config_hash: str, context: TrialConte
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            shutil.copy2(Path(folder) / CHECKPOINT_NAME, checkpoint_dir / CHECKPOINT_NAME)
+            write_bytes(checkpoint_dir / CHECKPOINT, (Path(folder) / CHECKPOINT).read_bytes())
         return
     source = context.resume_from.get(config_hash)
     if source:
         fs, path = pafs.FileSystem.from_uri(source) if "://" in source else (pafs.LocalFileSystem(), source)
-        with fs.open_input_stream(f"{path}/{CHECKPOINT_NAME}") as stream, \
-                open(checkpoint_dir / CHECKPOINT_NAME, "wb") as out:
-            out.write(stream.read())
+        with fs.open_input_stream(f"{path}/{CHECKPOINT}") as stream:
+            write_bytes(checkpoint_dir / CHECKPOINT, stream.read())
 
 
 def _result_dir() -> Path:
@@ -80,18 +79,18 @@ def _result_dir() -> Path:
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
-    if "trial_key" in config:  # grid phase: a planned (variant, seed)
-        planned = context.planned[config["trial_key"]]
-        variant_key, seed, phase = planned["variant_key"], planned["seed"], planned["phase"]
-        sampled = dict(planned["extra"])
+    if "trial_key" in config:  # grid or final phase: a planned trial
+        plan = context.planned[config["trial_key"]]
+        variant_key, seed, variant, sampled = plan.variant_key, plan.seed, plan.variant, dict(plan.sampled)
+        overrides = dict(plan.overrides)
     else:  # tuning phase: the sampled values arrive as dotted keys
-        variant_key, seed, phase = config["variant_key"], context.tune_seed, "tune"
+        variant_key, seed = config["variant_key"], context.tune_seed
+        variant = context.variant_values[variant_key]
         sampled = {k: v for k, v in config.items() if "." in k}
-    overrides = {**context.common, **context.variants[variant_key], **sampled, "train.seed": seed,
-                 "train.threads": context.threads}
-    run_config = build_config(context.budget, overrides, f"trial {variant_key}")
+        overrides = {**context.common, **context.variants[variant_key], **sampled, "train.seed": seed}
+    run_config = build_config(context.budget, {**overrides, "train.threads": context.threads}, f"trial {variant_key}")
     trial_context = tune.get_context()
-    checkpoint_dir = Path(trial_context.get_trial_dir()) / "state"
+    checkpoint_dir = Path(trial_context.get_trial_dir()) / TRIAL_STATE
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     _restore(checkpoint_dir, run_config.hash(), context)
 
@@ -99,13 +98,12 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         tune.report(record, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
     extra = {"experiment": context.experiment, "trial_id": trial_context.get_trial_id(),
-             "node_id": ray.get_runtime_context().get_node_id(),
-             "variant": dict(context.variant_values[variant_key]), "variant_key": variant_key,
-             "search": {"phase": phase, "sampled": sampled} if sampled or phase == "tune" else None}
+             "node_id": ray.get_runtime_context().get_node_id(), "variant": dict(variant), "variant_key": variant_key,
+             "search": {"phase": context.phase, "sampled": sampled} if sampled or context.phase == "tune" else None}
     try:
         fit(run_config, on_epoch=report, checkpoint_dir=checkpoint_dir, out_dir=_result_dir(), extra=extra,
             progress=False)
     except TrainingDiverged:
         # result.json already says failed and why. Retrying would diverge again at the same step, so end the trial
         # normally (Ray does not retry it) with NaN metrics (Optuna records a failed trial, ASHA ignores it).
-        tune.report({**{metric: float("nan") for metric in METRICS}, "diverged": True})
+        tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "diverged": True})

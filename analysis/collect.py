@@ -21,26 +21,24 @@ import json
 import os
 import posixpath
 import tempfile
-import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
 import pyarrow.fs as pafs
 
+from mmn.atomic import atomic_write
+from mmn.folders import (BEST_PREDICTIONS, EXPERIMENT, EXPERIMENT_FORMAT, HISTORY, RESULT, RESULT_FORMAT, STUDY,
+                         check_version)
+
 from .columns import variant_key
 
-FORMAT_VERSION = 1
-RESULT_FILE = "result.json"
-HISTORY_FILE = "history.jsonl"
-PREDICTIONS_FILE = "best_val_predictions.npz"
-STUDY_FILE = "study.journal"
-UNREADABLE = "unreadable result.json"
+UNREADABLE = f"unreadable {RESULT}"
 
 # Reads are I/O bound (local disk or object store); threads overlap them while the main thread parses.
 _READ_THREADS = 8
@@ -65,12 +63,16 @@ class ExperimentInfo:
     mode: str  # "max" or "min"
     seeds: list[int]
     dataset: str
+    planned_variants: list[dict[str, Any]] | None = None  # the variants the experiment ran (its spec's exclude applied)
 
     def variants(self) -> list[dict[str, Any]]:
-        """Every variant of the factor grid in spec order, the reference first."""
-        grid = [dict(zip(self.factors, values)) for values in itertools.product(*self.factors.values())]
+        """Every variant the experiment ran, in spec order, the reference first. Folders written before the list was
+        recorded give the whole factor grid."""
+        grid = self.planned_variants
+        if grid is None:
+            grid = [dict(zip(self.factors, values)) for values in itertools.product(*self.factors.values())]
         if self.reference is not None:
-            grid.sort(key=lambda variant: variant_key(variant) != variant_key(self.reference))
+            grid = sorted(grid, key=lambda variant: variant_key(variant) != variant_key(self.reference))
         return grid
 
 
@@ -90,28 +92,26 @@ def _read(filesystem: pafs.FileSystem, path: str) -> bytes | None:
         return None
 
 
-def _check_format(record: dict[str, Any], where: str) -> None:
-    version = record.get("format_version")
-    if not isinstance(version, int):
+def _check_format(record: dict[str, Any], newest: int, where: str) -> None:
+    if not isinstance(record.get("format_version"), int):
         raise ExperimentError(f"{where} has no integer format_version; it was not written by mmn-ablate")
-    if version > FORMAT_VERSION:
-        raise ExperimentError(f"{where} was written by a newer version (format {version}); upgrade mmn-ablate")
+    check_version(record, newest, where, error=ExperimentError)
 
 
 def read_experiment(location: str | os.PathLike[str]) -> ExperimentInfo:
     """Read and check `location`/experiment.json; ExperimentError if missing, invalid or newer than this version."""
     filesystem, root = _filesystem(location)
-    where = f"{os.fspath(location)}/experiment.json"
-    data = _read(filesystem, f"{root}/experiment.json")
+    where = f"{os.fspath(location)}/{EXPERIMENT}"
+    data = _read(filesystem, f"{root}/{EXPERIMENT}")
     if data is None:
-        raise ExperimentError(f"no experiment at {os.fspath(location)}: experiment.json not found")
+        raise ExperimentError(f"no experiment at {os.fspath(location)}: {EXPERIMENT} not found")
     try:
         meta = json.loads(data)
     except ValueError as error:
         raise ExperimentError(f"{where} is not valid JSON ({error})") from None
     if not isinstance(meta, dict):
         raise ExperimentError(f"{where} must hold a JSON object")
-    _check_format(meta, where)
+    _check_format(meta, EXPERIMENT_FORMAT, where)
     factors = dict(meta.get("factors") or {})
     return ExperimentInfo(
         location=os.fspath(location),
@@ -124,6 +124,7 @@ def read_experiment(location: str | os.PathLike[str]) -> ExperimentInfo:
         mode=str(meta.get("mode") or "max"),
         seeds=list(meta.get("seeds") or []),
         dataset=str(meta.get("dataset") or ""),
+        planned_variants=meta.get("variants"),
     )
 
 
@@ -209,7 +210,7 @@ def collect(location: str | os.PathLike[str]) -> pd.DataFrame:
     filesystem, root = _filesystem(location)
     files = {entry.path for entry in filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
              if entry.type == pafs.FileType.File}
-    result_paths = sorted(path for path in files if posixpath.basename(path) == RESULT_FILE)
+    result_paths = sorted(path for path in files if posixpath.basename(path) == RESULT)
 
     summaries: list[dict[str, Any]] = []
     folders: list[str] = []
@@ -220,20 +221,20 @@ def collect(location: str | os.PathLike[str]) -> pd.DataFrame:
         try:
             record = json.loads(data or b"")
         except ValueError:
-            if _is_foreign(data or b"", f"{folder}/{HISTORY_FILE}" in files):
+            if _is_foreign(data or b"", f"{folder}/{HISTORY}" in files):
                 continue
             unreadable.append(path)
-            record = {"format_version": FORMAT_VERSION, "config_hash": None, "status": "failed", "error": UNREADABLE}
+            record = {"format_version": RESULT_FORMAT, "config_hash": None, "status": "failed", "error": UNREADABLE}
         if not isinstance(record, dict) or "format_version" not in record or "config_hash" not in record:
             continue
-        _check_format(record, path)
+        _check_format(record, RESULT_FORMAT, path)
         factors.update(dict.fromkeys(record.get("variant") or {}))
         # Paths listed under root start with root + "/": slicing is far cheaper than posixpath.relpath.
         trial_dir = folder[len(root) + 1:] or "."
-        summaries.append(_summary_row(record, trial_dir, f"{folder}/{PREDICTIONS_FILE}" in files))
+        summaries.append(_summary_row(record, trial_dir, f"{folder}/{BEST_PREDICTIONS}" in files))
         folders.append(folder)
     if unreadable:
-        warnings.warn(f"{len(unreadable)} unreadable result.json (invalid JSON), counted as failed trials: "
+        warnings.warn(f"{len(unreadable)} unreadable {RESULT} (invalid JSON), counted as failed trials: "
                       + ", ".join(unreadable), stacklevel=2)
 
     identity = ["experiment", "trial_dir", "trial_id", "config_hash", "variant", *factors, "seed", "status",
@@ -253,8 +254,8 @@ def collect(location: str | os.PathLike[str]) -> pd.DataFrame:
 def _epoch_rows(filesystem: pafs.FileSystem, files: set[str], folders: list[str],
                 identity: pd.DataFrame) -> pd.DataFrame:
     """history.jsonl of each trial (row i of `identity` lives in folders[i]), one row per line."""
-    owners = [i for i, folder in enumerate(folders) if f"{folder}/{HISTORY_FILE}" in files]
-    paths = [f"{folders[i]}/{HISTORY_FILE}" for i in owners]
+    owners = [i for i, folder in enumerate(folders) if f"{folder}/{HISTORY}" in files]
+    paths = [f"{folders[i]}/{HISTORY}" for i in owners]
     records: list[dict[str, Any]] = []
     record_owner: list[int] = []
     bad: list[str] = []
@@ -263,24 +264,12 @@ def _epoch_rows(filesystem: pafs.FileSystem, files: set[str], folders: list[str]
         records.extend(lines)
         record_owner.extend([owner] * len(lines))
     if bad:
-        warnings.warn(f"skipped unreadable lines in {len(set(bad))} history.jsonl: {', '.join(sorted(set(bad)))}",
+        warnings.warn(f"skipped unreadable lines in {len(set(bad))} {HISTORY}: {', '.join(sorted(set(bad)))}",
                       stacklevel=3)
     # Built column-wise once: repeating the trial's identity by index is far cheaper than per-row dicts.
     epochs = pd.DataFrame.from_records(records) if records else pd.DataFrame({"epoch": []})
     owned = identity.iloc[record_owner].reset_index(drop=True)
     return pd.concat([owned, epochs.assign(row="epoch")], axis=1)
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> Path:
-    # A unique name beside the target (not mkstemp, whose 0600 mode the result would keep).
-    temporary = str(path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp"))
-    try:
-        write(temporary)
-        os.replace(temporary, path)  # readers see the old file or the new one, never a half-written one
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _parquet_ready(table: pd.DataFrame) -> pd.DataFrame:
@@ -295,8 +284,8 @@ def save_table(table: pd.DataFrame, out_dir: str | os.PathLike[str]) -> list[Pat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return [
-        _atomic_write(out / "results.parquet", lambda path: _parquet_ready(table).to_parquet(path, index=False)),
-        _atomic_write(out / "results.csv", lambda path: table.to_csv(path, index=False)),
+        atomic_write(out / "results.parquet", lambda handle: _parquet_ready(table).to_parquet(handle, index=False)),
+        atomic_write(out / "results.csv", lambda handle: table.to_csv(handle, index=False), binary=False),
     ]
 
 
@@ -308,7 +297,7 @@ def read_bytes(location: str | os.PathLike[str], relative_path: str) -> bytes | 
 
 def load_predictions(location: str | os.PathLike[str], trial_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
     """(logits (N, K), labels (N,)) at the best epoch of the trial in `trial_dir`, or None if it saved none."""
-    data = read_bytes(location, f"{trial_dir}/{PREDICTIONS_FILE}")
+    data = read_bytes(location, f"{trial_dir}/{BEST_PREDICTIONS}")
     if data is None:
         return None
     with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
@@ -321,7 +310,7 @@ def load_studies(location: str | os.PathLike[str]) -> list[optuna.Study]:
     The journal is copied to a temporary file first: Optuna's file backend opens its file for appending, which
     would fail on a read-only copy and must never touch a journal a running experiment is writing.
     """
-    data = read_bytes(location, STUDY_FILE)
+    data = read_bytes(location, STUDY)
     if data is None:
         return []
     studies = []
@@ -329,7 +318,7 @@ def load_studies(location: str | os.PathLike[str]) -> list[optuna.Study]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # copying would log "A new study created" per study
     try:
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder, STUDY_FILE)
+            path = Path(folder, STUDY)
             path.write_bytes(data)
             journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
             for name in optuna.study.get_all_study_names(journal):

@@ -10,6 +10,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from mmn.folders import VALIDATION_PREFIX
+from mmn.metrics import METRIC_NAMES
+
 PHASES = ("best", "final")
 
 
@@ -22,15 +25,19 @@ class MetricSpec:
     decimals: int = 1
 
 
+# Table header and axis label of each metric mmn.metrics.evaluate reports (its METRIC_NAMES).
+_LABELS = {
+    "top1": ("Top-1 (%)", "Top-1 accuracy (%)"),
+    "top5": ("Top-5 (%)", "Top-5 accuracy (%)"),
+    "body_top1": ("Body Top-1 (%)", "Body-level Top-1 accuracy (%)"),
+    "f1_micro": ("F1 micro (%)", "F1 micro (%)"),
+    "f1_macro": ("F1 macro (%)", "F1 macro (%)"),
+    "body_f1_micro": ("Body F1 micro (%)", "Body-level F1 micro (%)"),
+    "body_f1_macro": ("Body F1 macro (%)", "Body-level F1 macro (%)"),
+    "f1_mean": ("F1 mean (%)", "Mean of the four F1 scores (%)"),
+}
 METRICS: dict[str, MetricSpec] = {
-    "top1": MetricSpec("val_top1", "Top-1 (%)", "Top-1 accuracy (%)"),
-    "top5": MetricSpec("val_top5", "Top-5 (%)", "Top-5 accuracy (%)"),
-    "body_top1": MetricSpec("val_body_top1", "Body Top-1 (%)", "Body-level Top-1 accuracy (%)"),
-    "f1_micro": MetricSpec("val_f1_micro", "F1 micro (%)", "F1 micro (%)"),
-    "f1_macro": MetricSpec("val_f1_macro", "F1 macro (%)", "F1 macro (%)"),
-    "body_f1_micro": MetricSpec("val_body_f1_micro", "Body F1 micro (%)", "Body-level F1 micro (%)"),
-    "body_f1_macro": MetricSpec("val_body_f1_macro", "Body F1 macro (%)", "Body-level F1 macro (%)"),
-    "f1_mean": MetricSpec("val_f1_mean", "F1 mean (%)", "Mean of the four F1 scores (%)"),
+    **{name: MetricSpec(VALIDATION_PREFIX + name, *_LABELS[name]) for name in METRIC_NAMES},
     "train_loss": MetricSpec("train_loss", "Train loss", "Training loss", higher_is_better=False, decimals=3),
 }
 

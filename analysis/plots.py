@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
+from mmn.atomic import atomic_write
 from mmn.layouts import MA52_ACTION_TO_BODY, MA52_BODY_NAMES, get_layout
 
 from .collect import ExperimentInfo, load_predictions, load_studies
@@ -49,7 +50,7 @@ def _save(figure: Figure, out_dir: str | Path, stem: str, formats: Sequence[str]
     for extension in formats:
         path = out / f"{stem}.{extension}"
         # bbox_inches="tight" keeps legends placed outside the axes inside the saved image.
-        figure.savefig(path, dpi=_DPI, bbox_inches="tight")
+        atomic_write(path, lambda handle: figure.savefig(handle, format=extension, dpi=_DPI, bbox_inches="tight"))
         paths.append(path)
     return paths
 

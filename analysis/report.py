@@ -19,15 +19,17 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+from mmn.atomic import write_text
+
 from .collect import ExperimentError, ExperimentInfo, collect, read_experiment, save_table
 from .columns import DEFAULT_METRICS, METRICS, PHASES, check_metrics, metric_column
+from .plots import FORMATS as IMAGE_FORMATS
 from .plots import (NothingToPlot, plot_confusion, plot_cost_accuracy, plot_learning_curves, plot_metric_bars,
                     plot_param_importance)
 from .stats import failed_trials, summarize
 from .tables import LATEX_PREAMBLE, latex_table, markdown_failed, markdown_table
 
-FORMATS = ("latex", "md", "png", "pdf")
-_IMAGE_FORMATS = ("png", "pdf")
+FORMATS = ("latex", "md", *IMAGE_FORMATS)
 
 
 class ReportError(ValueError):
@@ -142,29 +144,29 @@ def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
              for path in save_table(table, out)]
     if "latex" in formats:
         path = out / "table.tex"
-        path.write_text(latex_table(summary, experiments, metrics, phase=phase))
+        write_text(path, latex_table(summary, experiments, metrics, phase=phase))
         preamble = LATEX_PREAMBLE.strip().replace("\n", " ")
         files.append((path, f"the ablation table in LaTeX (booktabs); preamble: `{preamble}`"))
     if "md" in formats:
         path = out / "table.md"
-        path.write_text(markdown_table(summary, experiments, metrics, phase=phase))
+        write_text(path, markdown_table(summary, experiments, metrics, phase=phase))
         files.append((path, "the ablation table in Markdown"))
     failed = failed_trials(table)
     failed_path = out / "failed.md"
     if len(failed):
-        failed_path.write_text(markdown_failed(failed, experiments))
+        write_text(failed_path, markdown_failed(failed, experiments))
         files.append((failed_path, f"trials that did not finish ({len(failed)}), with their errors"))
     else:
         failed_path.unlink(missing_ok=True)  # left from an earlier report, no longer true
     notes = []
-    images = [extension for extension in formats if extension in _IMAGE_FORMATS]
+    images = [extension for extension in formats if extension in IMAGE_FORMATS]
     if images:
         for info in experiments:
             prefix = "" if len(experiments) == 1 else re.sub(r"[^\w.-]+", "_", info.name) + "_"
             written, skipped = _plots(table, summary, info, out, metrics, images, phase, prefix)
             files += written
             notes += skipped
-    (out / "summary.md").write_text(_summary_markdown(experiments, table, metrics, phase, files, notes, out))
+    write_text(out / "summary.md", _summary_markdown(experiments, table, metrics, phase, files, notes, out))
     return out
 
 

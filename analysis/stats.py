@@ -93,7 +93,7 @@ def _finished(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _variant_order(info: ExperimentInfo, trials: pd.DataFrame) -> list[str]:
-    """The grid's variants (reference first), then any the trials ran that the grid does not name."""
+    """The experiment's variants (reference first), then any the trials ran that it does not name."""
     keys = [variant_key(variant) for variant in info.variants()]
     return keys + [key for key in dict.fromkeys(trials["variant"].dropna()) if key not in keys]
 

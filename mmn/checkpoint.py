@@ -1,51 +1,28 @@
-"""Atomic files: checkpoints (safe to load: weights_only) and JSON results never exist half-written."""
+"""Checkpoints of a training run: written atomically, read with weights_only (nothing in them is executed)."""
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
+from .atomic import atomic_write
+from .folders import CHECKPOINT, CHECKPOINT_FORMAT, check_version
 
 
 class CheckpointMismatch(ValueError):
-    """A checkpoint written for another configuration (another variant, seed or data set)."""
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = True) -> Path:
-    """Write through `write(file)` into a temporary file beside `path`, fsync it, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json(path: str | os.PathLike, data: Any) -> Path:
-    return atomic_write(path, lambda f: json.dump(data, f, indent=2, sort_keys=True, default=str), binary=False)
+    """A checkpoint written for another configuration (another variant, seed or data set), or not readable."""
 
 
 def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
-    return atomic_write(Path(directory) / CHECKPOINT_NAME,
+    return atomic_write(Path(directory) / CHECKPOINT,
                         lambda f: torch.save({"format_version": CHECKPOINT_FORMAT, **state}, f))
 
 
 def load_checkpoint(directory: str | os.PathLike, config: dict[str, Any], config_hash: str) -> dict[str, Any] | None:
     """The checkpoint in `directory` if there is one; an error if it belongs to another configuration."""
-    path = Path(directory) / CHECKPOINT_NAME
+    path = Path(directory) / CHECKPOINT
     if not path.exists():
         return None
     try:
@@ -53,9 +30,10 @@ def load_checkpoint(directory: str | os.PathLike, config: dict[str, Any], config
     except Exception as error:  # a truncated or foreign file: say which, never run code from it
         raise CheckpointMismatch(f"{path} is not a readable MMN checkpoint ({type(error).__name__}: "
                                  f"{str(error).splitlines()[0][:200]}); delete it to start over") from None
-    if not isinstance(state, dict) or state.get("format_version", 0) > CHECKPOINT_FORMAT:
-        raise CheckpointMismatch(f"{path} was written by a newer mmn-ablate (format "
-                                 f"{state.get('format_version') if isinstance(state, dict) else '?'}); upgrade")
+    if not isinstance(state, dict):
+        raise CheckpointMismatch(f"{path} is not an MMN checkpoint (it holds a {type(state).__name__}); delete it "
+                                 "to start over")
+    check_version(state, CHECKPOINT_FORMAT, str(path), error=CheckpointMismatch)
     if state.get("config_hash") != config_hash:
         raise CheckpointMismatch(f"{path} was written for another configuration ({describe_difference(state.get('config', {}), config)}); "
                                  f"use another checkpoint folder or the matching config")

@@ -1,7 +1,7 @@
-"""Classification metrics of the MA-52 and iMiGUE benchmarks (SPEC-mmn.md, "Benchmark metrics").
+"""Classification metrics of the MA-52 and iMiGUE benchmarks (docs/spec-mmn.md, "Benchmark metrics").
 
 Everything works on numpy; torch tensors are accepted and converted, so the training loop can pass its outputs
-directly. Accuracies and F1 scores come back in percent (0-100), the unit the benchmark tables use.
+directly (torch itself is not imported: reading results never needs it). Accuracies and F1 scores come back in percent (0-100), the unit the benchmark tables use.
 
 Ties between equal logits are broken towards the lower class index everywhere (ranking, Top-k, the predicted label),
 the same choice as `argmax`, so Top-1 accuracy always equals the accuracy of the labels F1 is computed from.
@@ -11,15 +11,18 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from .layouts import MA52_ACTION_TO_BODY, MA52_BODY_NAMES, get_layout
+
+# Every metric `evaluate` reports, in the order tables show them; iMiGUE has no body level (BODY_METRICS).
+METRIC_NAMES = ("top1", "top5", "body_top1", "f1_micro", "f1_macro", "body_f1_micro", "body_f1_macro", "f1_mean")
+BODY_METRICS = ("body_top1", "body_f1_micro", "body_f1_macro", "f1_mean")
 
 _ACTION_TO_BODY = np.asarray(MA52_ACTION_TO_BODY, dtype=np.int64)
 
 
 def _as_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if hasattr(x, "detach"):  # a torch tensor
         # float() first: numpy has no bfloat16, and half-precision logits are fine to widen.
         x = x.detach().cpu()
         return (x.float() if x.is_floating_point() else x).numpy()
@@ -163,4 +166,4 @@ def evaluate(logits: Any, labels: Any, dataset: str = "ma52") -> dict[str, float
         metrics["body_f1_macro"] = body_f1["f1_macro"]
         metrics["f1_mean"] = (metrics["f1_micro"] + metrics["f1_macro"] + body_f1["f1_micro"]
                               + body_f1["f1_macro"]) / 4
-    return metrics
+    return {name: metrics[name] for name in METRIC_NAMES if name in metrics}

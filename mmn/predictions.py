@@ -12,13 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import IO, Any, Sequence
 
 import numpy as np
 
+from .atomic import atomic_write
 from .layouts import MA52_ACTION_TO_BODY, MA52_BODY_NAMES
 from .metrics import action_to_body, top_k_indices
 
@@ -52,7 +52,7 @@ def write_submission(logits: Any, out_path: str | os.PathLike[str], names: Seque
 
     logits: (N, 52) scores, numpy or torch, in test-set order. names: the clips' video names (".mp4" appended when
     missing); by default row i is "test{i:04d}.mp4". The zip is written to a temporary file beside `out_path` and
-    moved into place, so a crash never leaves a truncated submission. Returns the path written.
+    moved into place (`mmn.atomic`), so a crash never leaves a truncated submission. Returns the path written.
     """
     num_actions = len(MA52_ACTION_TO_BODY)
     ranking = top_k_indices(logits, num_actions)
@@ -67,17 +67,8 @@ def write_submission(logits: Any, out_path: str | os.PathLike[str], names: Seque
     for vid, actions, body in zip(vids, ranking[:, :_TOP].tolist(), bodies.tolist()):
         writer.writerow([vid, *actions, *body])
 
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
-                archive.writestr(_CSV_NAME, text.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    def write_zip(handle: IO[bytes]) -> None:
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(_CSV_NAME, text.getvalue())
+
+    return atomic_write(out_path, write_zip)

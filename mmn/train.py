@@ -21,13 +21,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointMismatch, atomic_write, load_checkpoint, save_checkpoint, write_json
+from .atomic import atomic_write, write_json
+from .checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
 from .config import (BUDGETS, ConfigError, DataConfig, RunConfig, apply_overrides, flatten, parse_assignments,
                      with_budget)
 from .data import SkeletonDataset
 from .data.formats import DataFormatError
 from .data.safe_pickle import CorruptPickleError, UnsafePickleError
 from .data.synthetic import ensure_synthetic
+from .folders import BEST_PREDICTIONS, HISTORY, RECORDED_METRICS, RESULT, RESULT_FORMAT, VALIDATION_PREFIX
 from .metrics import evaluate
 from .model import MMN, fuse_for_inference
 from .profile import count_gflops
@@ -35,7 +37,6 @@ from .runtime import hardware, resolve_device, tune_cpu_allocator, versions
 from .schedule import warmup_cosine
 from .yamlfile import YamlError, kind, load_yaml
 
-RESULT_FORMAT = 1
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EDQUOT, errno.EFBIG}
 EpochCallback = Callable[[dict[str, Any], Path | None], None]
 
@@ -140,7 +141,7 @@ def fit(config: RunConfig, on_epoch: EpochCallback | None = None, checkpoint_dir
         result.update(status="failed", error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
                       wall_time_s=round(time.perf_counter() - started, 3))
         if out_dir:
-            write_json(out_dir / "result.json", result)
+            write_json(out_dir / RESULT, result)
         raise
 
 
@@ -218,7 +219,8 @@ def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | 
         eval_started = time.perf_counter()
         logits, labels = predict(model, val_set, device, train.eval_batch_size, autocast)
         eval_time = time.perf_counter() - eval_started
-        metrics = {f"val_{name}": round(value, 4) for name, value in evaluate(logits, labels, config.data.dataset).items()}
+        metrics = {VALIDATION_PREFIX + name: round(value, 4)
+                   for name, value in evaluate(logits, labels, config.data.dataset).items()}
         record = {"epoch": epoch, "train_loss": round(total_loss / steps_per_epoch, 6),
                   "lr": optimizer.param_groups[0]["lr"], **metrics,
                   "train_clips_per_s": round(steps_per_epoch * train.batch_size / train_time, 2),
@@ -250,13 +252,13 @@ def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | 
     result["throughput"] = {"train_clips_per_s": history[-1]["train_clips_per_s"],
                             "eval_clips_per_s": history[-1]["eval_clips_per_s"]}
     if out_dir:
-        write_json(out_dir / "result.json", result)
+        write_json(out_dir / RESULT, result)
     return result
 
 
 def _summary(history: list[dict[str, Any]], best: dict[str, Any], best_epoch: int) -> dict[str, Any]:
     def metrics(record: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in record.items() if k.startswith("val_") or k == "train_loss"}
+        return {k: v for k, v in record.items() if k in RECORDED_METRICS}
 
     return {"final": metrics(history[-1]), "best": metrics(best), "best_epoch": best_epoch,
             "epochs_completed": len(history)}
@@ -265,12 +267,12 @@ def _summary(history: list[dict[str, Any]], best: dict[str, Any], best_epoch: in
 def _write_epoch_files(out_dir: Path, history: list[dict[str, Any]], result: dict[str, Any],
                        best_logits: np.ndarray | None, labels: np.ndarray) -> None:
     """history.jsonl, result.json (status running) and, on a new best, the val predictions behind it."""
-    atomic_write(out_dir / "history.jsonl", lambda f: f.write("".join(json.dumps(r) + "\n" for r in history)),
+    atomic_write(out_dir / HISTORY, lambda f: f.write("".join(json.dumps(r) + "\n" for r in history)),
                  binary=False)
     if best_logits is not None:
-        atomic_write(out_dir / "best_val_predictions.npz",
+        atomic_write(out_dir / BEST_PREDICTIONS,
                      lambda f: np.savez_compressed(f, logits=best_logits.astype(np.float32), labels=labels))
-    write_json(out_dir / "result.json", result)
+    write_json(out_dir / RESULT, result)
 
 
 def load_config(path: str | Path | None, budget: str | None, assignments: list[str]) -> RunConfig:
@@ -339,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     best = result["best"]
     print(f"best val top1 {best['val_top1']:.2f} (epoch {result['best_epoch']}), final "
-          f"{result['final']['val_top1']:.2f}; results in {out / 'result.json'}")
+          f"{result['final']['val_top1']:.2f}; results in {out / RESULT}")
     return 0
 
 

@@ -75,7 +75,8 @@ def test_experiment_info(experiment: Path) -> None:
 
 def test_newer_format_is_refused(tmp_path: Path) -> None:
     write_experiment_json(tmp_path, format_version=2)
-    with pytest.raises(ExperimentError, match=r"written by a newer version \(format 2\); upgrade mmn-ablate"):
+    with pytest.raises(ExperimentError, match=r"experiment.json was written by a newer mmn-ablate \(format 2, this one "
+                                              r"reads 1\); upgrade mmn-ablate$"):
         collect(tmp_path)
 
 

@@ -65,6 +65,18 @@ def test_variant_without_results_shows_a_dash(tmp_path: Path) -> None:
     assert r"off & \xmark & --- & --- &" in latex_table(summary, infos, METRICS)
 
 
+def test_only_the_variants_the_experiment_ran_are_rows(tmp_path: Path) -> None:
+    """A spec's exclude leaves variants out; the table follows the experiment's record, not the factor grid."""
+    ran = [{"model.msm": "released", "model.mtm": True}, {"model.msm": "released", "model.mtm": False},
+           {"model.msm": "off", "model.mtm": True}]
+    experiment = make_experiment(tmp_path, variants=ran)
+    infos = [read_experiment(experiment)]
+    summary = summarize(collect(experiment), infos, METRICS)
+    assert summary["variant"].nunique() == 3
+    markdown = markdown_table(summary, infos, METRICS)
+    assert not _lines_starting(markdown, "| off | ✗ |") and len(_lines_starting(markdown, "| off | ✓ |")) == 1
+
+
 def test_several_experiments_are_grouped(ablation, tmp_path: Path) -> None:
     table, _, infos = ablation
     other = make_experiment(tmp_path, name="drop_path", factors={"model.drop_path": [0.1, 0.0]},

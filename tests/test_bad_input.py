@@ -138,7 +138,8 @@ def test_experiment_folder_of_a_newer_format(capsys, tmp_path):
         "upgrade mmn-ablate or use another --name"))
     assert analysis_report.main([str(folder)]) == 2
     assert _one_line(capsys.readouterr()) == (
-        f"error: {folder}/experiment.json was written by a newer version (format 99); upgrade mmn-ablate")
+        f"error: {folder}/experiment.json was written by a newer mmn-ablate (format 99, this one reads 1); "
+        "upgrade mmn-ablate")
 
 
 # --- data ----------------------------------------------------------------------------------------------------------

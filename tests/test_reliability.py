@@ -26,6 +26,7 @@ from ablations import run as ablations_run
 from ablations.runner import RunOptions, plan_experiment
 from ablations.spec import load_spec
 from analysis import report as analysis_report
+from mmn import atomic as mmn_atomic
 from mmn import checkpoint as mmn_checkpoint
 from mmn import train as mmn_train
 from mmn.config import parse_assignments
@@ -178,7 +179,7 @@ def test_results_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
 
 
 class _FullDisk:
-    """Stands in for `os` inside mmn.checkpoint: once a checkpoint has been written, every later write gets half
+    """Stands in for `os` inside mmn.atomic, the one writer of every file: once a checkpoint has been written, every later write gets half
     its bytes out and then fails with ENOSPC, like a disk filling up mid-run."""
 
     def __init__(self) -> None:
@@ -220,7 +221,7 @@ def test_disk_full_mid_training_keeps_the_last_complete_epoch(tmp_path, capsys, 
     args = ["--quiet", "--out", str(out), "budget=quick", "train.epochs=3", "train.warmup_epochs=0",
             "train.threads=1", *[f"{key}={value}" for key, value in SMALL.items()]]
     disk = _FullDisk()
-    monkeypatch.setattr(mmn_checkpoint, "os", disk)
+    monkeypatch.setattr(mmn_atomic, "os", disk)
     assert mmn_train.main(args) == 1
     assert capsys.readouterr().err.splitlines()[-1] == f"error: cannot write to {out}: no space left on device"
     assert disk.full
@@ -233,7 +234,7 @@ def test_disk_full_mid_training_keeps_the_last_complete_epoch(tmp_path, capsys, 
     assert sorted(p.name for p in out.iterdir()) == ["best_val_predictions.npz", "checkpoint.pt", "history.jsonl",
                                                      "result.json"]
     # Space again: the same command continues after epoch 1 and finishes.
-    monkeypatch.setattr(mmn_checkpoint, "os", os)
+    monkeypatch.setattr(mmn_atomic, "os", os)
     assert mmn_train.main(args) == 0
     result = json.loads((out / "result.json").read_text())
     assert (result["status"], result["epochs_completed"], result["resumed_after_epochs"]) == ("finished", 3, [1])
@@ -335,12 +336,13 @@ def test_many_small_trials_all_recorded_and_reported(ray_session, tmp_path, caps
 def test_a_torn_last_record_of_the_optuna_journal_is_cut_before_the_next_run_appends(tmp_path):
     """A run that died mid-append (full disk, SIGKILL) leaves half a line; appending after it would make every
     later read of the journal fail."""
-    from ablations.runner import STUDY_FILE, _journal
+    from ablations.runner import _journal
     from ablations.storage import locate
+    from mmn.folders import STUDY
 
     experiment = locate(str(tmp_path), "exp")
     optuna.create_study(study_name="earlier", storage=_journal(experiment))
-    journal = tmp_path / "exp" / STUDY_FILE
+    journal = tmp_path / "exp" / STUDY
     whole = journal.read_bytes()
     journal.write_bytes(whole + b'{"op_code": 4, "worker_id": "cut-sh')
     study = optuna.create_study(study_name="next", storage=_journal(experiment))

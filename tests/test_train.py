@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -36,7 +37,11 @@ def test_schedule_warmup_is_not_a_prefix():
 
 
 def test_fit_writes_results_and_is_deterministic(tmp_path):
-    first = fit(tiny(), checkpoint_dir=tmp_path / "a", progress=False)
+    umask = os.umask(0o022)  # the usual one: files come out readable by group and others (shared storage)
+    try:
+        first = fit(tiny(), checkpoint_dir=tmp_path / "a", progress=False)
+    finally:
+        os.umask(umask)
     second = fit(tiny(), checkpoint_dir=tmp_path / "b", progress=False)
     assert first["status"] == "finished" and first["epochs_completed"] == 3
     assert first["final"] == second["final"]  # same seed, same numbers on the CPU
@@ -47,6 +52,9 @@ def test_fit_writes_results_and_is_deterministic(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3]
     predictions = np.load(tmp_path / "a" / "best_val_predictions.npz")
     assert predictions["logits"].shape == (len(predictions["labels"]), 52)
+    files = sorted((tmp_path / "a").iterdir())
+    assert [(f.name, f.stat().st_mode & 0o777) for f in files] == [
+        (name, 0o644) for name in ("best_val_predictions.npz", "checkpoint.pt", "history.jsonl", "result.json")]
 
 
 class Interrupted(Exception):

@@ -16,12 +16,15 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import optuna
 
+from mmn.folders import (BEST_PREDICTIONS, EXPERIMENT, EXPERIMENT_FORMAT, HISTORY, RESULT, RESULT_FORMAT, SPEC_AS_RUN,
+                         STUDY, VALIDATION_PREFIX)
+from mmn.metrics import BODY_METRICS, METRIC_NAMES
+
 FACTORS: dict[str, list[Any]] = {"model.msm": ["released", "off"], "model.mtm": [True, False]}
 FACTOR_LABELS = {"model.msm": "MSM", "model.mtm": "MTM"}
 REFERENCE: dict[str, Any] = {"model.msm": "released", "model.mtm": True}
-MA52_KEYS = ("val_top1", "val_top5", "val_body_top1", "val_f1_micro", "val_f1_macro", "val_body_f1_micro",
-             "val_body_f1_macro", "val_f1_mean")
-IMIGUE_KEYS = ("val_top1", "val_top5", "val_f1_micro", "val_f1_macro")
+MA52_KEYS = tuple(VALIDATION_PREFIX + name for name in METRIC_NAMES)
+IMIGUE_KEYS = tuple(VALIDATION_PREFIX + name for name in METRIC_NAMES if name not in BODY_METRICS)
 
 
 def default_score(variant: Mapping[str, Any], seed: int) -> float:
@@ -59,15 +62,20 @@ def metric_values(top1: float, dataset: str = "ma52") -> dict[str, float]:
 def write_experiment_json(root: Path, *, name: str = "msm_mtm", factors: Mapping[str, list[Any]] = FACTORS,
                           factor_labels: Mapping[str, str] = FACTOR_LABELS,
                           reference: Mapping[str, Any] | None = REFERENCE, seeds: Iterable[int] = (0, 1, 2),
-                          dataset: str = "ma52", format_version: int = 1,
-                          description: str = "MSM and MTM on and off") -> Path:
+                          dataset: str = "ma52", format_version: int = EXPERIMENT_FORMAT,
+                          description: str = "MSM and MTM on and off",
+                          variants: Iterable[Mapping[str, Any]] | None = None) -> Path:
+    """experiment.json as the runner writes it; `variants` (default: the whole grid) are those the spec ran."""
     root.mkdir(parents=True, exist_ok=True)
+    planned = [dict(zip(factors, values)) for values in itertools.product(*factors.values())] \
+        if variants is None else [dict(variant) for variant in variants]
     meta = {"format_version": format_version, "name": name, "description": description, "factors": dict(factors),
-            "factor_labels": dict(factor_labels), "reference": None if reference is None else dict(reference),
+            "factor_labels": dict(factor_labels), "variants": planned,
+            "reference": None if reference is None else dict(reference),
             "metric": "val_top1", "mode": "max", "seeds": list(seeds), "dataset": dataset, "budget": "quick",
             "created": "2025-01-01T00:00:00+00:00"}
-    (root / "experiment.json").write_text(json.dumps(meta, indent=2))
-    (root / "spec.yaml").write_text(f"name: {name}\n")
+    (root / EXPERIMENT).write_text(json.dumps(meta, indent=2))
+    (root / SPEC_AS_RUN).write_text(f"name: {name}\n")
     return root
 
 
@@ -80,7 +88,7 @@ def result_record(experiment: str, variant: Mapping[str, Any], seed: int, top1: 
     final = {key: round(value - 0.5, 2) for key, value in best.items()}
     done = epochs if status == "finished" else max(epochs // 2, 1)
     return {
-        "format_version": 1, "status": status, "error": error, "trial_id": trial_id, "experiment": experiment,
+        "format_version": RESULT_FORMAT, "status": status, "error": error, "trial_id": trial_id, "experiment": experiment,
         "variant": dict(variant), "seed": seed,
         "config": {"model": {"msm": variant.get("model.msm"), "mtm": variant.get("model.mtm")},
                    "data": {"dataset": dataset}, "train": {"epochs": epochs, "seed": seed}},
@@ -123,11 +131,11 @@ def write_trial(experiment_dir: Path, trial_dir: str, record: Mapping[str, Any] 
     folder = experiment_dir / trial_dir
     folder.mkdir(parents=True, exist_ok=True)
     text = record if isinstance(record, str) else json.dumps(record, indent=2)
-    (folder / "result.json").write_text(text)
+    (folder / RESULT).write_text(text)
     if history is not None:
-        (folder / "history.jsonl").write_text("".join(json.dumps(line) + "\n" for line in history))
+        (folder / HISTORY).write_text("".join(json.dumps(line) + "\n" for line in history))
     if predictions is not None:
-        np.savez(folder / "best_val_predictions.npz", **predictions)
+        np.savez(folder / BEST_PREDICTIONS, **predictions)
     return folder
 
 
@@ -142,7 +150,7 @@ def write_study(experiment_dir: Path, study_name: str, n_trials: int, seed: int 
     """A tuned study in experiment_dir/study.journal: lr dominates the objective, dropout matters a little."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(experiment_dir / "study.journal")))
+        optuna.storages.journal.JournalFileBackend(str(experiment_dir / STUDY)))
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=seed))
 
@@ -160,20 +168,22 @@ def make_experiment(root: Path, *, name: str = "msm_mtm", seeds: Iterable[int] =
                     factors: Mapping[str, list[Any]] = FACTORS, factor_labels: Mapping[str, str] = FACTOR_LABELS,
                     reference: Mapping[str, Any] | None = REFERENCE, dataset: str = "ma52",
                     failed: Iterable[tuple[Mapping[str, Any], int]] = (), predictions: bool = False,
-                    study_trials: int = 0) -> Path:
-    """A finished experiment: every variant of the grid on every seed, plus extras.
+                    study_trials: int = 0, variants: Iterable[Mapping[str, Any]] | None = None) -> Path:
+    """A finished experiment: every variant of the grid (or only `variants`, as a spec's exclude leaves them) on
+    every seed, plus extras.
 
     failed: (variant, seed) pairs whose trial failed (status "failed", an error, no best predictions).
     predictions: write best_val_predictions.npz for finished trials. study_trials: also write a tuned study
     with this many trials in study.journal, for the reference variant.
     """
+    planned = [dict(zip(factors, values)) for values in itertools.product(*factors.values())] \
+        if variants is None else [dict(variant) for variant in variants]
     experiment_dir = write_experiment_json(root / name, name=name, factors=factors, factor_labels=factor_labels,
-                                           reference=reference, seeds=seeds, dataset=dataset)
+                                           reference=reference, seeds=seeds, dataset=dataset, variants=planned)
     failures = {(json.dumps(dict(variant), sort_keys=True), seed) for variant, seed in failed}
     num_classes = 52 if dataset == "ma52" else 32
     index = 0
-    for values in itertools.product(*factors.values()):
-        variant = dict(zip(factors, values))
+    for variant in planned:
         for seed in seeds:
             top1 = score(variant, seed)
             is_failed = (json.dumps(variant, sort_keys=True), seed) in failures
@@ -188,7 +198,7 @@ def make_experiment(root: Path, *, name: str = "msm_mtm", seeds: Iterable[int] =
                         None if is_failed or not predictions else fake_predictions(top1, num_classes, seed=seed))
             index += 1
     # Ray's own per-trial log, also called result.json: JSON lines without our keys.
-    ray_log = experiment_dir / "trials" / "ray_own_log" / "result.json"
+    ray_log = experiment_dir / "trials" / "ray_own_log" / RESULT
     ray_log.parent.mkdir(parents=True)
     ray_log.write_text('{"training_iteration": 1, "val_top1": 1.0}\n{"training_iteration": 2, "val_top1": 2.0}\n')
     if study_trials:

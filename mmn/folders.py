@@ -1,0 +1,42 @@
+"""The on-disk format: every file of a trial folder and of an experiment folder, and each record's format version.
+
+This module is the one place these names live. The trainer writes a trial folder, the runner writes an experiment
+folder around Ray Tune's trial folders, analysis reads both, and the tests build fakes of both: all of them import
+the names from here, so renaming a file or bumping a version is a change in one place.
+
+A reader refuses a record whose version is newer than the one below (it would misread it) and reads older ones.
+"""
+from __future__ import annotations
+
+from .metrics import METRIC_NAMES
+
+# A trial folder: one training run (`mmn.train.fit`), standalone or as a Ray Tune trial.
+RESULT = "result.json"  # our record: status, config and its hash, final and best metrics, cost, versions, hardware
+HISTORY = "history.jsonl"  # one JSON line per finished epoch
+BEST_PREDICTIONS = "best_val_predictions.npz"  # logits and labels of the val split at the best epoch
+CHECKPOINT = "checkpoint.pt"  # model, optimizer, scheduler and RNG states after the last finished epoch
+TRIAL_STATE = "state"  # subfolder of a Ray trial's folder where its checkpoint.pt lives
+VALIDATION_PREFIX = "val_"  # an epoch's record names the metrics of mmn.metrics.evaluate val_top1, val_top5, ...
+RECORDED_METRICS = (*(VALIDATION_PREFIX + name for name in METRIC_NAMES), "train_loss")  # a spec's `metric` is one
+RESULT_FORMAT = 1
+CHECKPOINT_FORMAT = 1
+
+# An experiment folder: one spec as run (`python -m ablations.run`), holding a folder per Ray Tune invocation.
+EXPERIMENT = "experiment.json"  # what was run: factors, variants, reference, seeds, metric, options
+SPEC_AS_RUN = "spec.yaml"
+STUDY = "study.journal"  # the Optuna studies (optuna-dashboard reads it)
+REPORT = "report"  # folder of tables and plots that analysis writes
+EXPERIMENT_FORMAT = 1
+
+
+class NewerFormat(ValueError):
+    """A record written by a newer mmn-ablate than this one, which would misread it."""
+
+
+def check_version(record: object, newest: int, where: str, fix: str = "upgrade mmn-ablate",
+                  error: type[Exception] = NewerFormat) -> None:
+    """Refuse `record` (a parsed JSON object or checkpoint dict) if its format_version is newer than `newest`;
+    `error` is the exception the caller's users expect."""
+    version = record.get("format_version", 0) if isinstance(record, dict) else 0
+    if isinstance(version, int) and version > newest:
+        raise error(f"{where} was written by a newer mmn-ablate (format {version}, this one reads {newest}); {fix}")
