@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -42,11 +43,16 @@ def _results(folder: Path) -> list[dict]:
 def test_experiment_runs_records_everything_and_a_rerun_skips_finished_trials(ray_session, tmp_path):
     spec = load_spec(_spec(tmp_path))
     options = RunOptions(storage=str(tmp_path / "runs"), epochs=1, overrides=dict(TINY_SET))
+    environment, level = dict(os.environ), logging.getLogger("ray.tune.analysis.experiment_analysis").level
     outcome = run_experiment(spec, options)
+    # A notebook that runs an experiment is left as it was: no environment variable or logger level changed.
+    assert dict(os.environ) == environment
+    assert logging.getLogger("ray.tune.analysis.experiment_analysis").level == level
     assert (outcome.planned, outcome.skipped, len(outcome.finished), len(outcome.failed)) == (2, 0, 2, 0)
     folder = tmp_path / "runs" / "mini"
     experiment = json.loads((folder / "experiment.json").read_text())
     assert experiment["format_version"] == 1 and experiment["reference"] == {"model.mtm": True}
+    assert experiment["variants"] == [{"model.mtm": True}, {"model.mtm": False}]
     record = outcome.finished[0]
     for key in ("config", "config_hash", "final", "best", "params", "gflops", "throughput", "seed", "versions",
                 "hardware", "wall_time_s", "variant", "trial_id"):
