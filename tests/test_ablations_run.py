@@ -19,6 +19,8 @@ from ablations.spec import load_spec
 from ablations.storage import locate
 from tests.helpers.processes import trial_workers
 
+pytestmark = pytest.mark.ray  # every test here runs trials on the session's Ray instance
+
 TINY_SET = {"data.synthetic_clips_per_class": 4, "model.num_frames": 16, "train.batch_size": 16}
 
 

@@ -107,6 +107,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_usage_errors_exit_2_with_one_line():
     unknown = _cli("msm_mtmm", "--dry-run")
     assert unknown.returncode == 2
@@ -117,6 +118,7 @@ def test_cli_usage_errors_exit_2_with_one_line():
     assert bad_set.returncode == 2 and "did you mean model.depth?" in bad_set.stderr
 
 
+@pytest.mark.slow
 def test_set_values_are_checked_together_then_alone():
     together = _cli("msm_mtm", "--dry-run", "--set", "model.num_frames=4", "--set", "model.num_scales=2")
     assert together.returncode == 0, together.stderr
@@ -125,6 +127,7 @@ def test_set_values_are_checked_together_then_alone():
     assert "--set model.num_frames=4: model.num_frames=4 leaves the coarsest of 3 scales under 2 frames" in alone.stderr
 
 
+@pytest.mark.slow
 def test_set_on_a_factor_key_warns_that_the_variants_win():
     shadowed = _cli("depth", "--dry-run", "--set", "model.depth=9", "--set", "train.epochs=2")
     assert shadowed.returncode == 0
@@ -132,6 +135,7 @@ def test_set_on_a_factor_key_warns_that_the_variants_win():
     assert "warning: --set model.depth=9 has no effect: depth sets model.depth through its factor" in shadowed.stderr
 
 
+@pytest.mark.slow
 def test_cli_list_and_dry_run():
     listing = _cli("--list")
     assert listing.returncode == 0 and all(name in listing.stdout for name in SHIPPED)

@@ -19,6 +19,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_report(tmp_path: Path) -> None:
     experiment = make_experiment(tmp_path, failed=[(NEITHER, 1)], study_trials=6)
     result = _run(str(experiment), "--metrics", "top1,body_top1", "--format", "latex,md,png")
@@ -36,6 +37,7 @@ def test_cli_writes_the_report(tmp_path: Path) -> None:
     assert "Body Top-1" in (report / "table.md").read_text()
 
 
+@pytest.mark.slow
 def test_cli_rejects_a_missing_run_with_one_line(tmp_path: Path) -> None:
     result = _run(str(tmp_path / "no_such_run"))
     assert result.returncode == 2

@@ -250,6 +250,7 @@ def test_good_data_folder_is_accepted_by_the_check(tmp_path):
 
 # --- checkpoints -----------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_checkpoint_of_another_variant(capsys, tmp_path):
     out = tmp_path / "out"
     assert mmn_train.main(["--quiet", "--out", str(out), *TINY_TRAIN]) == 0
@@ -313,6 +314,7 @@ def _process(module: str, *args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_command_lines_refuse_bad_data_with_one_line(tmp_path):
     root = tmp_path / "data"
     message = _runs_code(root)

@@ -278,6 +278,7 @@ class _TwoNodeCluster:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc to clean up the cluster's processes")
+@pytest.mark.ray
 def test_two_node_cluster_runs_an_experiment_through_address(tmp_path):
     """A driver started with --address joins a two-node cluster with token authentication; its two trials (1 CPU
     each, 1 CPU per node) run at once, one on each node, and both results arrive in the storage folder."""

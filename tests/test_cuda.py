@@ -15,7 +15,7 @@ from mmn.config import BUDGETS, RunConfig, apply_overrides
 from mmn.model import from_released
 from mmn.train import fit
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 @pytest.fixture

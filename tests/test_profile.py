@@ -123,6 +123,7 @@ def test_main_bad_value_exits_2(args: list[str], message: str, capsys: pytest.Ca
     assert message in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_cli_tiny_config() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "mmn.profile", "--batch", "2", "--steps", "1", "--threads", "1", *TINY_ARGS],

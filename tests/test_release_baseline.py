@@ -36,6 +36,7 @@ def test_baseline_reproduces_the_release(reference: dict) -> None:
     torch.testing.assert_close(train_logits, reference["logits_train"], atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_training_gradients_equal_the_release_structure(reference: dict) -> None:
     # In float64: float32 gradients of the tensors that get little of the loss's signal differ by a few percent
     # between any two orders of summation, which would hide a wrong backward rather than find one.

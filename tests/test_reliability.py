@@ -86,6 +86,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="walks /proc to find Ray's worker processes")
+@pytest.mark.ray
 def test_driver_killed_mid_sweep_then_resume_finishes_without_repeating(ray_session, tmp_path, capsys):
     spec = tmp_path / "three.yaml"
     spec.write_text("name: three\nfactors:\n  model.msm: [released, graph, 'off']\nseeds: 1\n")
@@ -138,6 +139,7 @@ def test_driver_killed_mid_sweep_then_resume_finishes_without_repeating(ray_sess
 
 # --- a diverging trial ---------------------------------------------------------------------------------------------
 
+@pytest.mark.ray
 def test_diverging_trial_fails_once_with_its_reason_and_the_others_finish(ray_session, tmp_path, capsys,
                                                                           monkeypatch):
     monkeypatch.setattr(ablations_run, "_report", lambda outcome: None)  # built below, by python -m analysis.report
@@ -216,6 +218,7 @@ class _TornFile:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+@pytest.mark.slow
 def test_disk_full_mid_training_keeps_the_last_complete_epoch(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     args = ["--quiet", "--out", str(out), "budget=quick", "train.epochs=3", "train.warmup_epochs=0",
@@ -266,6 +269,7 @@ def _fill(disk: Path, leave_kib: int) -> Path:
     return filler
 
 
+@pytest.mark.ray
 def test_disk_full_before_and_during_an_experiment(ray_session, small_disk, tmp_path, capsys, monkeypatch):
     # No retries of trials that fail for lack of space and no plots, to keep this quick; the rest as on the command
     # line.
@@ -313,6 +317,7 @@ def test_disk_full_before_and_during_an_experiment(ray_session, small_disk, tmp_
 LOAD_TRIALS = 40  # benchmarks/load_500.py runs the same with 500
 
 
+@pytest.mark.ray
 def test_many_small_trials_all_recorded_and_reported(ray_session, tmp_path, capsys):
     spec = tmp_path / "load.yaml"
     spec.write_text("name: load\nfactors:\n  model.mtm: [true]\nseeds: 1\n")

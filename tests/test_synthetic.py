@@ -313,6 +313,7 @@ def test_motion_tells_the_class_and_mean_posture_hardly(default_set: Path) -> No
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
 
+@pytest.mark.slow
 def test_cli_writes_a_set(tmp_path: Path) -> None:
     out = tmp_path / "set"
     result = subprocess.run([sys.executable, "-m", "mmn.data", "synth", "--out", str(out), "--seed", "5",

@@ -36,6 +36,7 @@ def test_schedule_warmup_is_not_a_prefix():
     assert learning_rate(100, **kwargs) == pytest.approx(1e-5)
 
 
+@pytest.mark.slow
 def test_fit_writes_results_and_is_deterministic(tmp_path):
     umask = os.umask(0o022)  # the usual one: files come out readable by group and others (shared storage)
     try:
@@ -69,6 +70,7 @@ def _interrupt_after(epochs: int):
     return callback
 
 
+@pytest.mark.slow
 def test_resume_continues_bit_exactly(tmp_path):
     whole = fit(tiny(), checkpoint_dir=tmp_path / "whole", progress=False)
     with pytest.raises(Interrupted):
@@ -95,6 +97,7 @@ def test_nan_loss_stops_with_epoch_and_step(tmp_path):
     assert record["status"] == "failed" and "loss became nan" in record["error"]
 
 
+@pytest.mark.slow
 def test_cli_trains_and_rejects_bad_keys(tmp_path):
     args = [f"{k}={v}" for k, v in {**TINY, "train.epochs": 1}.items()]
     done = subprocess.run([sys.executable, "-m", "mmn.train", "budget=quick", "--out", str(tmp_path), *args],
