@@ -1,7 +1,7 @@
 """Load: an experiment of 500 tiny trials (1 epoch on one synthetic clip per class each) completes with every result
 recorded and the report built.
 
-    python benchmarks/load_500.py [--trials 500] [--cpus N] [--keep DIR]
+    python -m benchmarks.load_500 [--trials 500] [--cpus N] [--keep DIR]
 
 Runs `python -m ablations.run` in-process on a fresh local Ray instance, on a one-variant spec with `--seeds
 TRIALS` and the smallest model (width 16, one block, one scale, 8 frames). Prints the time per trial (Ray, Optuna
@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 
 SMALL = {"model.embed_dim": 16, "model.depth": 1, "model.num_scales": 1, "data.synthetic_clips_per_class": 1,
          "model.num_frames": 8, "train.batch_size": 8}

@@ -1,6 +1,6 @@
 """The `quick` budget's promise, measured: wall time and val Top-1 of `python -m mmn.train budget=quick` per seed.
 
-    python benchmarks/quick_budget.py [--seeds 1,2,3] [--jobs 1] [--fresh-cache]
+    python -m benchmarks.quick_budget [--seeds 1,2,3] [--jobs 1] [--fresh-cache]
 
 The goal (issue #3): at most 3 minutes on a 2-core machine, data generation included (`--fresh-cache` generates
 the synthetic set anew, as on a fresh machine), and a val Top-1 between 50% and 90%. With `--jobs N` the seeds train

@@ -1,6 +1,6 @@
 """How much of a sweep's wall time is training: runs the quick msm_mtm experiment and prints the efficiency.
 
-    python benchmarks/sweep_efficiency.py [--epochs N] [--storage DIR] [ablations.run options ...]
+    python -m benchmarks.sweep_efficiency [--epochs N] [--storage DIR] [ablations.run options ...]
 
 efficiency = Σ in-trial training time / (sweep wall time × concurrent trial slots); the goal is ≥ 0.85. It also
 prints Ray's start-up time and the mean per-trial overhead (a trial's lifetime in Ray beyond its training time).

@@ -101,7 +101,7 @@ class TrainConfig:
 _EXECUTION_FIELDS = {"train": ("device", "threads", "eval_batch_size")}
 
 BUDGETS: dict[str, dict[str, Any]] = {
-    # The release's protocol (SPEC-mmn.md): the defaults as they are.
+    # The release's protocol (docs/spec-mmn.md): the defaults as they are.
     "paper": {},
     # The built-in synthetic set on a laptop CPU: a narrower, shallower model at a higher learning rate. In equal
     # training time, 8 frames on 3 scales for 10 epochs reached 44% val Top-1 where 16 frames on 4 scales for 5

@@ -1,4 +1,4 @@
-"""Skeleton layouts of the two benchmarks, as data (see SPEC-mmn.md, "Data of the release").
+"""Skeleton layouts of the two benchmarks, as data (see docs/spec-mmn.md, "Data of the release").
 
 Joint indices are those of the raw files; `body_part_order` is the reordering the release applies last, so the
 model sees joints grouped by body part.

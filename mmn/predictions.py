@@ -1,4 +1,4 @@
-"""MA-52 test predictions in the evaluation server's format (SPEC-mmn.md, "Benchmark metrics").
+"""MA-52 test predictions in the evaluation server's format (docs/spec-mmn.md, "Benchmark metrics").
 
 The server takes a zip holding `prediction.csv` with columns vid, action_pred_1..5, body_pred_1..5, each row's
 predictions best first. MMN has no body head, so the body predictions are derived from the action ranking: the five

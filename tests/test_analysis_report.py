@@ -74,7 +74,7 @@ def test_build_report_combines_runs_into_one_table(tmp_path: Path) -> None:
 
 
 def test_analysis_never_imports_ray() -> None:
-    # DESIGN.md: an experiment folder copied to a laptop is enough; results are read from files, never via Ray.
+    # docs/design.md: an experiment folder copied to a laptop is enough; results are read from files, never via Ray.
     for module in (ROOT / "analysis").glob("*.py"):
         for node in ast.walk(ast.parse(module.read_text())):
             names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)

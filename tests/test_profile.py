@@ -37,7 +37,7 @@ def test_parameters_of_the_release_models() -> None:
 
 
 def test_gflops_of_the_release_model() -> None:
-    # SPEC-mmn.md: about 2.73 GFLOP per clip for MA-52 (2 FLOPs per multiply-add).
+    # docs/spec-mmn.md: about 2.73 GFLOP per clip for MA-52 (2 FLOPs per multiply-add).
     assert 2.6 < count_gflops(ModelConfig()) < 3.0
 
 
