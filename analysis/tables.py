@@ -13,7 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -121,23 +121,42 @@ def _default_caption(experiments: Sequence[ExperimentInfo]) -> str:
     return "Ablations " + ", ".join(info.name for info in experiments)
 
 
+@dataclass(frozen=True)
+class _Syntax:
+    """How a table format writes a factor value and a metric cell (mean, spread, best in bold, significance)."""
+
+    on: str
+    off: str
+    missing: str
+    escape: Callable[[str], str]
+    bold: Callable[[str], str]
+    spread: Callable[[str], str]
+    stars: Callable[[str], str]
+
+    def value(self, value: Any) -> str:
+        if isinstance(value, bool):
+            return self.on if value else self.off
+        return self.escape(value_text(value))
+
+    def cell(self, cell: _Cell, decimals: int) -> str:
+        mean = _number(cell.mean, decimals)
+        if mean is None:
+            return self.missing
+        text = self.bold(mean) if cell.bold else mean
+        std = _number(cell.std, decimals)
+        if std is not None:
+            text += self.spread(std)
+        return text + (self.stars(cell.stars) if cell.stars else "")
+
+
+_LATEX = _Syntax(on=r"\cmark", off=r"\xmark", missing="---", escape=escape_latex,
+                 bold=lambda text: rf"\textbf{{{text}}}", spread=lambda text: rf"{{\scriptsize$\pm${text}}}",
+                 stars=lambda text: rf"$^{{{text}}}$")
+_MARKDOWN = _Syntax(on="✓", off="✗", missing="—", escape=escape_markdown, bold=lambda text: f"**{text}**",
+                    spread=lambda text: f" ± {text}", stars=lambda text: " " + escape_markdown(text))
+
+
 # LaTeX
-
-def _latex_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return r"\cmark" if value else r"\xmark"
-    return escape_latex(value_text(value))
-
-
-def _latex_cell(cell: _Cell, decimals: int) -> str:
-    mean = _number(cell.mean, decimals)
-    if mean is None:
-        return "---"
-    text = rf"\textbf{{{mean}}}" if cell.bold else mean
-    std = _number(cell.std, decimals)
-    if std is not None:
-        text += rf"{{\scriptsize$\pm${std}}}"
-    return text + (rf"$^{{{cell.stars}}}$" if cell.stars else "")
 
 
 def latex_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metrics: Sequence[str], *,
@@ -158,11 +177,11 @@ def latex_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], me
         if len(layout.groups) > 1:
             lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{escape_latex(info.name)}}}}} \\")
         for row in rows:
-            factors = ([_latex_value(row.settings[key]) if key in row.settings else "" for key in layout.factors]
+            factors = ([_LATEX.value(row.settings[key]) if key in row.settings else "" for key in layout.factors]
                        or ["default"])
             if row.is_reference:
                 factors[_marked_column(row, layout)] += r"\textsuperscript{\dag}"
-            cells = [_latex_cell(cell, METRICS[metric].decimals) for cell, metric in zip(row.cells, metrics)]
+            cells = [_LATEX.cell(cell, METRICS[metric].decimals) for cell, metric in zip(row.cells, metrics)]
             costs = [_number(row.params_m, 2) or "---", _number(row.gflops, 2) or "---"]
             lines.append(" & ".join(factors + cells + costs) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
@@ -181,23 +200,6 @@ def latex_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], me
 
 # Markdown
 
-def _markdown_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "✓" if value else "✗"
-    return escape_markdown(value_text(value))
-
-
-def _markdown_cell(cell: _Cell, decimals: int) -> str:
-    mean = _number(cell.mean, decimals)
-    if mean is None:
-        return "—"
-    text = f"**{mean}**" if cell.bold else mean
-    std = _number(cell.std, decimals)
-    if std is not None:
-        text += f" ± {std}"
-    return text + (" " + escape_markdown(cell.stars) if cell.stars else "")
-
-
 def markdown_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metrics: Sequence[str], *,
                    phase: str = "best", caption: str | None = None) -> str:
     """The same table as GitHub Markdown: the caption above it, the notes below."""
@@ -211,11 +213,11 @@ def markdown_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo],
         if len(layout.groups) > 1:
             lines.append(f"| **{escape_markdown(info.name)}** |" + " |" * (len(headers) - 1))
         for row in rows:
-            factors = ([_markdown_value(row.settings[key]) if key in row.settings else "" for key in layout.factors]
+            factors = ([_MARKDOWN.value(row.settings[key]) if key in row.settings else "" for key in layout.factors]
                        or ["default"])
             if row.is_reference:
                 factors[_marked_column(row, layout)] += " †"
-            cells = [_markdown_cell(cell, METRICS[metric].decimals) for cell, metric in zip(row.cells, metrics)]
+            cells = [_MARKDOWN.cell(cell, METRICS[metric].decimals) for cell, metric in zip(row.cells, metrics)]
             costs = [_number(row.params_m, 2) or "—", _number(row.gflops, 2) or "—"]
             lines.append("| " + " | ".join(factors + cells + costs) + " |")
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import pickle
 import re
-import shlex
 import subprocess
 import sys
 import textwrap
@@ -34,6 +32,7 @@ from mmn import train as mmn_train
 from mmn.checkpoint import CheckpointMismatch, load_checkpoint
 from mmn.model import from_released
 from tests.helpers.fixtures import load_reference
+from tests.helpers.malicious import RunsCode
 
 ROOT = Path(__file__).resolve().parents[1]
 # Tiny training for the one case that needs a real checkpoint: seconds on a CPU.
@@ -164,16 +163,6 @@ def good_data(root: Path) -> Path:
     return root
 
 
-class _RunsCode:
-    """Unpickling this calls os.system: what a malicious data file would do."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple:
-        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
-
-
 def _truncated(root: Path) -> str:
     good_data(root)
     path = root / "train_data.pkl"
@@ -202,7 +191,7 @@ def _label_out_of_range(root: Path) -> str:
 
 def _runs_code(root: Path) -> str:
     good_data(root)
-    (root / "train_data.pkl").write_bytes(pickle.dumps({"annotations": [_RunsCode(root.parent / "pwned")]}))
+    (root / "train_data.pkl").write_bytes(pickle.dumps({"annotations": [RunsCode(root.parent / "pwned")]}))
     return (f"{root}/train_data.pkl: refusing to load global posix.system: data pickles may hold only numpy arrays "
             "and builtin containers, and nothing from this file was executed")
 
@@ -263,7 +252,7 @@ def test_checkpoint_of_another_variant(capsys, tmp_path):
 def test_checkpoint_that_runs_code_is_refused_without_running_it(capsys, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    torch.save({"format_version": 1, "model": _RunsCode(tmp_path / "pwned")}, out / "checkpoint.pt")
+    torch.save({"format_version": 1, "model": RunsCode(tmp_path / "pwned")}, out / "checkpoint.pt")
     with pytest.raises(CheckpointMismatch, match=r"checkpoint.pt is not a readable MMN checkpoint \(UnpicklingError"):
         load_checkpoint(out, {}, "0")
     status, line = train(capsys, "--out", str(out), *TINY_TRAIN)
@@ -290,7 +279,7 @@ def test_released_checkpoint_of_another_shape(released_state_dict, tmp_path):
 
 def test_released_checkpoint_that_runs_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
-    torch.save({"state_dict": _RunsCode(tmp_path / "pwned")}, path)
+    torch.save({"state_dict": RunsCode(tmp_path / "pwned")}, path)
     with pytest.raises(ValueError, match=r"evil\.pth: the checkpoint holds objects other than tensors") as error:
         from_released(path)
     assert "\n" not in str(error.value)

@@ -1,9 +1,7 @@
 """Readers of the downloadable formats, format detection, validation errors and safe unpickling."""
 from __future__ import annotations
 
-import os
 import pickle
-import shlex
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from mmn.data import (
 )
 from mmn.layouts import get_layout
 from tests.helpers.fixtures import RAW_VAL
+from tests.helpers.malicious import RunsCode
 
 MA52 = get_layout("ma52")
 IMIGUE = get_layout("imigue")
@@ -216,18 +215,10 @@ def test_wrong_top_level_structure(tmp_path: Path) -> None:
 
 # --- safe unpickling ---------------------------------------------------------------------------------------------
 
-class _Exploit:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple:
-        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
-
-
 def test_unsafe_pickle_is_refused_without_running_it(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "val_data.pkl"
-    _dump(path, {"annotations": [_Exploit(marker)]})
+    _dump(path, {"annotations": [RunsCode(marker)]})
     with pytest.raises(UnsafePickleError, match=r"val_data\.pkl: refusing to load global (posix|os)\.system"):
         load_pickle(path)
     with pytest.raises(UnsafePickleError):
