@@ -16,8 +16,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -27,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .config import parse_assignments
 from .layouts import LAYOUTS, get_layout
 from .model import MMN, ConfigError, ModelConfig, fuse_for_inference
+from .runtime import num_threads
 from .suggest import closest
 
 
@@ -74,17 +74,6 @@ def count_gflops(model_or_config: nn.Module | ModelConfig) -> float:
     return counter.get_total_flops() / 1e9
 
 
-@contextmanager
-def _num_threads(threads: int | None) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def seconds(work: Callable[[], None], device: torch.device) -> float:
     """Wall time of `work`; on a GPU, from an idle queue until its kernels have finished."""
     if device.type == "cuda":
@@ -129,7 +118,7 @@ def measure_throughput(model_or_config: nn.Module | ModelConfig, batch_size: int
         times = [seconds(step, device) for _ in range(steps + 1)]
         return batch_size / statistics.median(times[1:])  # the first step warms up allocator and kernels
 
-    with _num_threads(threads):
+    with num_threads(threads):
         try:
             model.train()
             train = clips_per_s(train_step)

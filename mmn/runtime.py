@@ -1,10 +1,12 @@
 """Where a run executes: device choice, CPU allocator tuning, and the versions and hardware a result records."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
 import sys
+from collections.abc import Iterator
 from importlib import metadata
 from typing import Any
 
@@ -28,6 +30,18 @@ def tune_cpu_allocator() -> bool:
             (_M_MMAP_THRESHOLD, 1 << 30), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 64 << 20)))
     except (OSError, AttributeError):
         return False
+
+
+@contextlib.contextmanager
+def num_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `threads` (None or 0: left as they are) inside the block, restored after it."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -33,7 +33,7 @@ from .folders import BEST_PREDICTIONS, HISTORY, RECORDED_METRICS, RESULT, RESULT
 from .metrics import evaluate
 from .model import MMN, fuse_for_inference
 from .profile import count_gflops
-from .runtime import hardware, resolve_device, tune_cpu_allocator, versions
+from .runtime import hardware, num_threads, resolve_device, tune_cpu_allocator, versions
 from .schedule import warmup_cosine
 from .yamlfile import YamlError, kind, load_yaml
 
@@ -136,7 +136,8 @@ def fit(config: RunConfig, on_epoch: EpochCallback | None = None, checkpoint_dir
     }
     started = time.perf_counter()
     try:
-        return _train(config, result, on_epoch, checkpoint_dir, out_dir, progress, started)
+        with num_threads(config.train.threads):  # the caller's setting comes back when the run ends
+            return _train(config, result, on_epoch, checkpoint_dir, out_dir, progress, started)
     except BaseException as error:
         result.update(status="failed", error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
                       wall_time_s=round(time.perf_counter() - started, 3))
@@ -148,8 +149,6 @@ def fit(config: RunConfig, on_epoch: EpochCallback | None = None, checkpoint_dir
 def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | None, checkpoint_dir: Path | None,
            out_dir: Path | None, show_progress: bool, started: float) -> dict[str, Any]:
     train = config.train
-    if train.threads:
-        torch.set_num_threads(train.threads)
     device = resolve_device(train.device)
     if device.type == "cpu":
         tune_cpu_allocator()

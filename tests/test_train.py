@@ -85,7 +85,13 @@ def test_resume_continues_bit_exactly(tmp_path):
 
 
 def test_checkpoint_of_another_variant_is_refused(tmp_path):
-    fit(tiny(**{"train.epochs": 1}), checkpoint_dir=tmp_path, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fit(tiny(**{"train.epochs": 1}), checkpoint_dir=tmp_path, progress=False)  # trains on train.threads=1
+        assert torch.get_num_threads() == 2  # and gives the caller's setting back
+    finally:
+        torch.set_num_threads(threads)
     with pytest.raises(CheckpointMismatch, match=r"another configuration \(model.msm: 'released' → 'off'"):
         fit(tiny(**{"train.epochs": 1, "model.msm": "off"}), checkpoint_dir=tmp_path, progress=False)
 
