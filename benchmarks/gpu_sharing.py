@@ -1,6 +1,6 @@
 """How many MMN trials share one GPU well: aggregate training throughput of K processes on one GPU.
 
-    python benchmarks/gpu_sharing.py [--trials 1,2,4,8] [--seconds 20] [--batch 64] [--amp] [key=value ...]
+    python -m benchmarks.gpu_sharing [--trials 1,2,4,8] [--seconds 20] [--batch 64] [--amp] [key=value ...]
 
 Each process stands for one Tune trial with `--gpus-per-trial 1/K`: it builds the model (the release's default, or
 the variant that the key=value overrides name, as in `python -m mmn.train`), and runs training steps (forward, loss,

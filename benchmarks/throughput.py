@@ -1,12 +1,12 @@
 """Train-step and eval throughput of the default MA-52 model, ours against the release's structure.
 
-    python benchmarks/throughput.py [--batch 32] [--threads 2] [--repeats 5] [--device cuda [--amp]]
+    python -m benchmarks.throughput [--batch 32] [--threads 2] [--repeats 5] [--device cuda [--amp]]
 
 Train step: batch 32, fp32, forward + label-smoothing loss + backward + AdamW step. Eval: the forward in
 inference mode; on a CPU ours includes `fuse_for_inference` of its current weights (the release structure runs
 unfused, as the reference). Both models are timed in the same process, alternating, so a busy machine slows both
 alike; the ratio is the figure that matters. The release's own figures (11.6 train / 42 eval clips/s,
-SPEC-mmn.md) came from another host and are printed for reference only. On a GPU (`--device cuda`) the same
+docs/spec-mmn.md) came from another host and are printed for reference only. On a GPU (`--device cuda`) the same
 comparison runs in fp32 with TF32 off, or under bf16 autocast with `--amp`.
 """
 from __future__ import annotations

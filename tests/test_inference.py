@@ -1,4 +1,5 @@
-"""`fuse_for_inference`: the folded eval-only copy gives the unfolded model's eval logits, for every variant."""
+"""`fuse_for_inference`: the folded eval-only copy gives the unfolded model's eval logits, for every variant; each
+module's own `fuse` keeps its eval output."""
 from __future__ import annotations
 
 
@@ -6,6 +7,9 @@ import pytest
 import torch
 
 from mmn.model import MMN, InferenceMMN, ModelConfig, from_released, fuse_for_inference
+from mmn.model.block import BranchGate, MotionBranch, MotionGuidedBlock
+from mmn.model.modulation import SkeletalModulation, TemporalModulation
+from mmn.model.network import Downsample, ScaleFusion
 from tests.helpers.model_variants import VARIANTS as MODEL_VARIANTS, variant_id
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -23,7 +27,11 @@ VARIANTS = MODEL_VARIANTS + [
 def trained_like(**overrides) -> MMN:
     """A small model whose norms are far from their initial identity, so that every fold changes numbers."""
     torch.manual_seed(0)
-    model = MMN(ModelConfig(**{**SMALL, **overrides}))
+    return perturbed(MMN(ModelConfig(**{**SMALL, **overrides})))
+
+
+def perturbed(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` in eval mode with its norms and adjacencies moved away from their initial values."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm)):
@@ -36,6 +44,40 @@ def trained_like(**overrides) -> MMN:
             if name.endswith("adjacency"):
                 param.add_(0.2 * torch.rand_like(param))
     return model.eval()
+
+
+# One module of each kind that folds itself, and inputs for it (N 3, T 16, V 10, C 32).
+def _branch_and_motion() -> list[torch.Tensor]:
+    return [torch.randn(3, 16, 10, 8), torch.randn(3, 16, 10, 16)]
+
+
+MODULES = {
+    "motion_branch": lambda: (MotionBranch(16), [torch.randn(3, 16, 10, 16)]),
+    "msm_released": lambda: (SkeletalModulation(16, 10, "released"), _branch_and_motion()),
+    "msm_graph": lambda: (SkeletalModulation(16, 10, "graph"), _branch_and_motion()),
+    "mtm": lambda: (TemporalModulation(16), _branch_and_motion()),
+    "branch_gate": lambda: (BranchGate(32, 3, 8), [torch.randn(3, 16, 10, 32)]),
+    "block": lambda: (MotionGuidedBlock(ModelConfig(**SMALL), 0.1), [torch.randn(3, 16, 10, 32)]),
+    "downsample": lambda: (Downsample(32), [torch.randn(3, 16, 10, 32)]),
+    "scale_fusion": lambda: (ScaleFusion(ModelConfig(**{**SMALL, "num_scales": 3})),
+                             [[torch.randn(3, 16 // 2 ** i, 10, 32) for i in range(3)]]),
+}
+
+
+@pytest.mark.parametrize("kind", MODULES)
+def test_each_module_folds_to_its_own_eval_output(kind: str) -> None:
+    torch.manual_seed(0)
+    module, args = MODULES[kind]()
+    module = perturbed(module)
+    with torch.no_grad():
+        expected = module(*args)
+        for part in list(module.modules()):  # a block's branches, gate and MLP fold themselves too
+            if hasattr(part, "fuse"):
+                part.fuse()
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms == ([module.last_norm] if kind == "scale_fusion" else [])  # no linear map precedes last_norm
+    with torch.inference_mode():
+        torch.testing.assert_close(module(*args), expected, atol=1e-5, rtol=0)
 
 
 def inputs(config: ModelConfig, batch: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,6 +118,8 @@ def test_fused_copy_refuses_training_and_leaves_the_model_alone() -> None:
         fused.train()
     fused.eval()  # eval mode stays allowed
     assert not any(p.requires_grad for p in fused.parameters())  # nothing for an optimizer to train
+    fused.network.head.register_forward_hook(lambda *args: None)
+    assert not model.head._forward_hooks  # a deep copy: no hook registry is shared either
     assert model.training
     assert all(torch.equal(t, before[name]) for name, t in model.state_dict().items())
 

@@ -1,5 +1,6 @@
-"""Hand-written training paths (`mmn.model.kernels`, `mmn.model.modulation`, the block's frame difference and
-residual drop-path, replicate-padded temporal convs) give what the plain PyTorch ops give, values and gradients."""
+"""Hand-written paths (`mmn.model.kernels`, `mmn.model.modulation`, the block's frame difference and residual
+drop-path, replicate-padded temporal convs) give what the plain PyTorch ops give: values and gradients in training,
+values in the fused oneDNN kernels that run with autograd off."""
 from __future__ import annotations
 
 import pytest
@@ -8,8 +9,8 @@ from torch.nn import functional as F
 
 from mmn.model import kernels
 from mmn.model.block import frame_difference
-from mmn.model.layers import DropPath, TemporalConv, standardise
-from mmn.model.modulation import modulate
+from mmn.model.layers import Concat, DropPath, Linear, TemporalConv
+from mmn.model.modulation import modulate, standardise
 
 needs_onednn = pytest.mark.skipif(not kernels.ONEDNN, reason="this PyTorch build has no usable oneDNN ops")
 
@@ -107,14 +108,58 @@ def test_replicate_padded_temporal_conv_matches_conv2d(kernel: int, stride: int,
         torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
 
 
+@needs_onednn
+@pytest.mark.parametrize("activation", ["none", "relu", "gelu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_fused_linear_matches_the_plain_ops(activation: str, with_residual: bool) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 7, 40, generator=generator)[..., 8:32]  # a channel slice, as the block's branches get
+    weight, bias = torch.randn(12, 24, generator=generator), torch.randn(12, generator=generator)
+    residual = torch.randn(3, 5, 7, 12, generator=generator) if with_residual else None
+    expected = kernels.ACTIVATIONS[activation](F.linear(x, weight, bias))
+    if with_residual:
+        expected = residual + expected
+    with torch.inference_mode():
+        got = kernels.linear(x, weight, bias, activation, residual)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+@pytest.mark.parametrize(("stride", "groups", "activation"), [(1, 1, "none"), (1, 8, "gelu"), (1, 1, "tanh"),
+                                                              (2, 1, "relu"), (4, 2, "sigmoid")])
+def test_fused_temporal_conv_matches_conv2d(stride: int, groups: int, activation: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 16, 5, 8, generator=generator)
+    weight, bias = torch.randn(8, 8 // groups, 3, 1, generator=generator), torch.randn(8, generator=generator)
+    expected = kernels.ACTIVATIONS[activation](
+        F.conv2d(x.permute(0, 3, 1, 2), weight, bias, stride=(stride, 1), padding=(1, 0), groups=groups))
+    with torch.inference_mode():
+        got = kernels.temporal_conv(x, weight, bias, 1, stride, groups, activation)
+    torch.testing.assert_close(got, expected.permute(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_residual_drop_path_equals_adding_the_dropped_branch(training: bool) -> None:
     drop = DropPath(0.4).train(training)
-    residual, branch = torch.randn(64, 3, 5), torch.randn(64, 3, 5)
-    torch.manual_seed(7)
-    expected = residual + drop(branch)
-    torch.manual_seed(7)
-    got = drop.add_to(residual, branch)
+    layer = Linear(5, 5)
+    residual, x = torch.randn(64, 3, 5), torch.randn(64, 3, 5)
+    with torch.no_grad():
+        torch.manual_seed(7)
+        expected = residual + drop(layer(x))
+        torch.manual_seed(7)
+        got = drop.add_to(residual, layer, x)
     torch.testing.assert_close(got, expected)
     kept = (got - residual).flatten(1).abs().sum(1) > 0
     assert 0 < int(kept.sum()) < 64 if training else bool(kept.all())
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_concat_lays_parts_out_as_cat(grad: bool) -> None:
+    like = torch.randn(2, 3, 4, 10)
+    parts = [torch.randn(2, 3, 4, 2), torch.randn(2, 3, 4, 3), torch.randn(2, 3, 4, 5)]
+    with torch.set_grad_enabled(grad):
+        concat = Concat(like, [2, 3, 5])
+        assert all(slot is None for slot in concat.slots) is grad  # out= has no gradient: cat instead
+        written = torch.mul(parts[1], 2.0, out=concat.slots[1])  # a producer writing straight into its slot
+        got = concat.join([parts[0], written, parts[2]])
+    torch.testing.assert_close(got, torch.cat([parts[0], 2 * parts[1], parts[2]], dim=-1), rtol=0, atol=0)

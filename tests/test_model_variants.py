@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmn.model import MMN, ModelConfig
-from mmn.model.block import SkeletalModulation
+from mmn.model.modulation import SkeletalModulation
 from tests.helpers.model_variants import VARIANTS, variant_id
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,7 +75,7 @@ def test_msm_joint_mixing(mode: str, mixes_joints: bool) -> None:
     motion = torch.randn(N, T, V, 8)
     changed = motion.clone()
     changed[:, :, 3] += 1.0
-    before, after = msm(motion), msm(changed)
+    before, after = msm.guidance(motion), msm.guidance(changed)
     others = [v for v in range(V) if v != 3]
     assert not torch.allclose(before[:, :, 3], after[:, :, 3])
     assert torch.allclose(before[:, :, others], after[:, :, others]) is not mixes_joints
@@ -91,7 +91,7 @@ def test_msm_guidance_formula(mode: str) -> None:
     seen = []
     msm.fc.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
     motion = torch.randn(N, T, V, 8)
-    msm(motion)
+    msm(torch.randn(N, T, V, 4), motion)
     adj = msm.adjacency.detach()
     expected = (torch.einsum("vw,ntwc->ntvc", adj, motion) if mode == "graph"
                 else motion * adj.sum(0)[:, None])
@@ -244,7 +244,7 @@ def test_drop_path_only_while_training() -> None:
 
 def expected_params(c: int, v: int, classes: int, depth: int, scales: int = 4, kernel: int = 3, groups: int = 4,
                     mlp_ratio: float = 2.0) -> int:
-    """Parameters of the default architecture, written out term by term from SPEC-mmn.md."""
+    """Parameters of the default architecture, written out term by term from docs/spec-mmn.md."""
     q, hidden = c // 4, int(c * mlp_ratio)
     embedding = (2 * 4 + 4) + (4 * 6 + 6) + (6 * c + c) + c * v  # projection 2→4→6→C, STPE table
     pyramid = (scales - 1) * (3 * c * c + c + 2 * c)  # conv (3, 1) with bias, BatchNorm

@@ -1,4 +1,4 @@
-"""The benchmarks' yardstick, `benchmarks/release_baseline.py`, computes the release's numbers; and with the same
+"""The benchmarks' yardstick, `tests/helpers/release_baseline.py`, computes the release's numbers; and with the same
 weights our model's training gradients equal the ones plain autograd gives through the release's structure: the
 hand-written modulation and frame-difference backwards checked end to end (in float64 the linear maps run as plain
 F.linear; their oneDNN float32 path is checked against it in test_kernels.py)."""

@@ -3,6 +3,9 @@
 The block splits its channels into a skeleton branch (joint mixing), a temporal branch (temporal conv) and a motion
 branch (frame differences). Motion guides the other two: MSM modulates the skeleton branch, MTM the temporal branch.
 A learned gate weighs the branches before they are merged back into the residual stream.
+
+Each module that owns a BatchNorm folds it for inference (`fuse`) into the linear map before it; the same forward
+then runs the folded form.
 """
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .layers import ChannelsLastBatchNorm, DropPath, Linear, TemporalConv
-from .modulation import modulate
+from .layers import ChannelsLastBatchNorm, Concat, DropPath, Linear, TemporalConv, fold_batch_norm
+from .modulation import SkeletalModulation, TemporalModulation
 
 
 def _trunc_normal(*shape: int) -> nn.Parameter:
@@ -60,44 +63,13 @@ class MotionBranch(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = TemporalConv(channels, channels, 3, padding=1, groups=channels, bias=False)
-        self.norm = ChannelsLastBatchNorm(channels)
+        self.norm = ChannelsLastBatchNorm(channels, activation="gelu")
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        return nn.functional.gelu(self.norm(self.conv(frame_difference(u))))
+        return self.norm(self.conv(frame_difference(u)))
 
-
-class SkeletalModulation(nn.Module):
-    """MSM: motion features → [γ_s, β_s] (concatenated along channels) for the skeleton branch.
-
-    `released` scales joint w of the motion features by the column sum Σ_v adj[v, w] (no joint mixing, as the
-    release computes it); `graph` mixes joints, Σ_w adj[v, w]·M[w], as the paper describes.
-    """
-
-    def __init__(self, channels: int, num_joints: int, mode: str) -> None:
-        super().__init__()
-        self.mode = mode
-        self.adjacency = nn.Parameter(torch.eye(num_joints))
-        self.fc = Linear(channels, channels)
-        self.norm = ChannelsLastBatchNorm(channels)
-
-    def forward(self, motion: torch.Tensor) -> torch.Tensor:
-        if self.mode == "released":
-            guided = motion * self.adjacency.sum(0).unsqueeze(-1)
-        else:
-            guided = torch.einsum("ntwc,vw->ntvc", motion, self.adjacency)
-        return self.norm(torch.tanh(self.fc(guided)))
-
-
-class TemporalModulation(nn.Module):
-    """MTM: motion features → [γ_t, β_t] for the temporal branch, through a temporal conv, tanh and BatchNorm."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = TemporalConv(channels, channels, 3, padding=1)
-        self.norm = ChannelsLastBatchNorm(channels)
-
-    def forward(self, motion: torch.Tensor) -> torch.Tensor:
-        return self.norm(torch.tanh(self.conv(motion)))
+    def fuse(self) -> None:
+        self.norm = fold_batch_norm(self.conv, self.norm)
 
 
 class BranchGate(nn.Module):
@@ -106,21 +78,26 @@ class BranchGate(nn.Module):
     def __init__(self, channels: int, num_branches: int, hidden: int) -> None:
         super().__init__()
         self.reduce = Linear(channels, hidden, bias=False)
-        self.norm = ChannelsLastBatchNorm(hidden)
-        self.expand = Linear(hidden, num_branches, bias=False)
+        self.norm = ChannelsLastBatchNorm(hidden, activation="relu")
+        self.expand = Linear(hidden, num_branches, bias=False, activation="sigmoid")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.expand(torch.relu(self.norm(self.reduce(x)))))
+        return self.expand(self.norm(self.reduce(x)))
+
+    def fuse(self) -> None:
+        self.norm = fold_batch_norm(self.reduce, self.norm)
 
 
 class MLP(nn.Module):
+    """fc2(GELU(fc1(x))), plus a residual added inside fc2's product."""
+
     def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
-        self.fc1 = Linear(channels, hidden)
+        self.fc1 = Linear(channels, hidden, activation="gelu")
         self.fc2 = Linear(hidden, channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(nn.functional.gelu(self.fc1(x)))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fc2(self.fc1(x), residual=residual)
 
 
 class MotionGuidedBlock(nn.Module):
@@ -145,10 +122,10 @@ class MotionGuidedBlock(nn.Module):
         # Branch order in the gate and the merge is the release's: temporal, skeleton, motion.
         widths = [quarter if config.temporal_branch else 0, quarter if config.skeleton_branch else 0,
                   2 * quarter if config.motion_branch else 0]
-        merged = sum(widths)
-        self.gate = BranchGate(merged, sum(w > 0 for w in widths), channels // 4)
-        self.merge = Linear(merged, channels, bias=False)
-        self.merge_norm = ChannelsLastBatchNorm(channels)
+        self.widths = [w for w in widths if w]
+        self.gate = BranchGate(sum(widths), len(self.widths), channels // 4)
+        self.merge = Linear(sum(widths), channels, bias=False)
+        self.merge_norm = ChannelsLastBatchNorm(channels, activation="gelu")
         self.proj = Linear(channels, channels)
         self.norm2 = nn.LayerNorm(channels)
         self.mlp = MLP(channels, int(channels * config.mlp_ratio))
@@ -158,26 +135,31 @@ class MotionGuidedBlock(nn.Module):
         q = self.quarter
         # split, not three slices: its backward is one concatenation, where each slice's zero-fills a full buffer.
         u_skeleton, u_temporal, u_motion = self.mapping(self.norm1(x)).split((q, q, 2 * q), dim=-1)
+        motion = self.motion(u_motion) if self.motion is not None else None
+        gate_in, merge_in = Concat(x, self.widths), Concat(x, self.widths)
+        slots = iter(gate_in.slots)
         branches: list[torch.Tensor] = []  # what the gate sees (modulated where modulation is on)
         raw: list[torch.Tensor] = []  # what the gate weights multiply in the release (unmodulated)
-        motion = self.motion(u_motion) if self.motion is not None else None
 
         if self.config.temporal_branch:
-            temporal = self.temporal_conv(u_temporal)
+            temporal, out = self.temporal_conv(u_temporal), next(slots)
             raw.append(temporal)
-            branches.append(modulate(temporal, self.mtm(motion)) if self.mtm is not None else temporal)
+            branches.append(self.mtm(temporal, motion, out=out) if self.mtm is not None else temporal)
         if self.config.skeleton_branch:
-            skeleton = mix_joints(u_skeleton, self.joint_mixing)
+            skeleton, out = mix_joints(u_skeleton, self.joint_mixing), next(slots)
             raw.append(skeleton)
-            branches.append(modulate(skeleton, self.msm(motion)) if self.msm is not None else skeleton)
+            branches.append(self.msm(skeleton, motion, out=out) if self.msm is not None else skeleton)
         if self.config.motion_branch:
             raw.append(motion)
             branches.append(motion)
 
-        weights = self.gate(torch.cat(branches, dim=-1))
+        weights = self.gate(gate_in.join(branches))
         chosen = branches if self.config.modulated_fusion else raw
-        merged = torch.cat([w.unsqueeze(-1) * b for w, b in zip(weights.unbind(-1), chosen)], dim=-1)
-        merged = nn.functional.gelu(self.merge_norm(self.merge(merged)))
+        merged = merge_in.join([torch.mul(w.unsqueeze(-1), b, out=out)
+                                for w, b, out in zip(weights.unbind(-1), chosen, merge_in.slots)])
+        merged = self.merge_norm(self.merge(merged))
+        x = self.drop_path.add_to(x, self.proj, merged)
+        return self.drop_path.add_to(x, self.mlp, self.norm2(x))
 
-        x = self.drop_path.add_to(x, self.proj(merged))
-        return self.drop_path.add_to(x, self.mlp(self.norm2(x)))
+    def fuse(self) -> None:
+        self.merge_norm = fold_batch_norm(self.merge, self.merge_norm)

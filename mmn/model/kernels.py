@@ -2,12 +2,12 @@
 
 On a CPU, the oneDNN ops apply the bias and a pointwise epilogue while the product is still in cache; the plain
 `F.linear` + activation pair instead writes the output, re-reads it for the activation and, for a broadcast bias,
-first fills the output with the bias. oneDNN's matrix product is also faster than the BLAS `addmm` that `F.linear`
-calls for this network's narrow shapes (about 105 against 75 GFLOP/s for 90112×96 by 96×96 on 2 AVX2 cores).
-Elsewhere (CUDA, other dtypes, autocast, builds without oneDNN) the same calls run as plain PyTorch ops.
+first fills the output with the bias. oneDNN's matrix product also outruns the BLAS `addmm` that `F.linear` calls
+for this network's narrow shapes. Elsewhere (CUDA, other dtypes, autocast, builds without oneDNN) the same calls run
+as plain PyTorch ops.
 
-The oneDNN ops have no autograd formulas: `linear`, `linear_add` and `temporal_conv` are for inference, and
-`trainable_linear` wraps the plain product in an autograd function of its own for training.
+The fused oneDNN ops have no autograd formulas, so they run only with autograd off. With it on, the product runs
+through `_OneDnnLinear`, an autograd function of its own, and the activation and residual add as plain ops.
 """
 from __future__ import annotations
 
@@ -32,10 +32,11 @@ def _has_onednn_ops() -> bool:
             linear = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, 8), w, b, "relu", [], "")
             conv_w = torch.randn(8, 1, 3, 1)
             first = x.permute(0, 3, 1, 2)
-            conv = torch.ops.mkldnn._convolution_pointwise(first, conv_w, None, [1, 0], [1, 1], [1, 1], 8, "none",
+            conv = torch.ops.mkldnn._convolution_pointwise(first, conv_w, None, [1, 0], [2, 1], [1, 1], 8, "none",
                                                            [], "")
             return (torch.allclose(linear, torch.relu(F.linear(x, w, b)).reshape(-1, 6), atol=1e-5)
-                    and torch.allclose(conv, F.conv2d(first, conv_w, padding=(1, 0), groups=8), atol=1e-5))
+                    and torch.allclose(conv, F.conv2d(first, conv_w, stride=(2, 1), padding=(1, 0), groups=8),
+                                       atol=1e-5))
     except (AttributeError, RuntimeError, TypeError):
         return False
 
@@ -43,52 +44,21 @@ def _has_onednn_ops() -> bool:
 ONEDNN = _has_onednn_ops()  # whether the oneDNN ops run here and agree with the plain ops
 
 
-def _onednn_applies(x: torch.Tensor) -> bool:
-    return (ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu"))
+def autocast_on(x: torch.Tensor) -> bool:
+    """Whether autocast is on for x's device; devices without autocast (meta, for one) never have it."""
+    return x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)
 
 
-def _fused(x: torch.Tensor) -> bool:
-    return _onednn_applies(x) and not torch.is_grad_enabled()
+def _onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return ONEDNN and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and not autocast_on(x)
+
+
+def _fused(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return _onednn_applies(x, weight) and not torch.is_grad_enabled()
 
 
 def _algorithm(activation: str) -> str:
     return "none" if activation == "gelu" else ""  # "none": the exact (erf) GELU, as F.gelu computes it
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-           activation: str = "none") -> torch.Tensor:
-    """activation(x @ weight.T + bias) over the last axis of x."""
-    if not _fused(x):
-        return ACTIVATIONS[activation](F.linear(x, weight, bias))
-    flat = x.reshape(-1, x.shape[-1])
-    out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, activation, [], _algorithm(activation))
-    return out.view(*x.shape[:-1], weight.shape[0])
-
-
-def linear_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-               residual: torch.Tensor) -> torch.Tensor:
-    """residual + x @ weight.T + bias; residual has the output's shape."""
-    if not _fused(x) or not residual.is_contiguous():
-        return residual + F.linear(x, weight, bias)
-    flat = x.reshape(-1, x.shape[-1])
-    out = torch.ops.mkldnn._linear_pointwise.binary(flat, residual.view(-1, weight.shape[0]), weight, bias, "add")
-    return out.view(residual.shape)
-
-
-def temporal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int, groups: int,
-                  activation: str = "none") -> torch.Tensor:
-    """A (kernel, 1) convolution with zero padding over the frames of a channels-last (N, T, V, C) tensor.
-
-    (N, T, V, C) viewed as (N, C, T, V) is Conv2d's channels_last format, so neither side needs a layout copy.
-    """
-    first = x.permute(0, 3, 1, 2)
-    if not _fused(x):
-        out = ACTIVATIONS[activation](F.conv2d(first, weight, bias, padding=(padding, 0), groups=groups))
-    else:
-        out = torch.ops.mkldnn._convolution_pointwise(first, weight, bias, [padding, 0], [1, 1], [1, 1], groups,
-                                                      activation, [], _algorithm(activation))
-    return out.permute(0, 2, 3, 1)
 
 
 def _onednn_product(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -117,7 +87,38 @@ class _OneDnnLinear(torch.autograd.Function):
 
 def trainable_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """F.linear(x, weight, bias), differentiable, on oneDNN where it applies."""
-    if not _onednn_applies(x) or weight.dtype != torch.float32:
+    if not _onednn_applies(x, weight):
         return F.linear(x, weight, bias)
     flat = x.reshape(-1, x.shape[-1]).contiguous()
     return _OneDnnLinear.apply(flat, weight, bias).view(*x.shape[:-1], weight.shape[0])
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str = "none",
+           residual: torch.Tensor | None = None) -> torch.Tensor:
+    """residual + activation(x @ weight.T + bias) over the last axis of x; residual has the output's shape."""
+    if _fused(x, weight) and (residual is None or (activation == "none" and residual.is_contiguous())):
+        flat = x.reshape(-1, x.shape[-1])
+        if residual is None:
+            out = torch.ops.mkldnn._linear_pointwise(flat, weight, bias, activation, [], _algorithm(activation))
+        else:
+            out = torch.ops.mkldnn._linear_pointwise.binary(flat, residual.view(-1, weight.shape[0]), weight, bias,
+                                                            "add")
+        return out.view(*x.shape[:-1], weight.shape[0])
+    out = ACTIVATIONS[activation](trainable_linear(x, weight, bias))
+    return out if residual is None else residual + out
+
+
+def temporal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int, stride: int = 1,
+                  groups: int = 1, activation: str = "none") -> torch.Tensor:
+    """activation of a (kernel, 1) convolution with zero padding over the frames of a channels-last (N, T, V, C) x.
+
+    (N, T, V, C) viewed as (N, C, T, V) is Conv2d's channels_last format, so neither side needs a layout copy.
+    """
+    first = x.permute(0, 3, 1, 2)
+    if _fused(x, weight):
+        out = torch.ops.mkldnn._convolution_pointwise(first, weight, bias, [padding, 0], [stride, 1], [1, 1], groups,
+                                                      activation, [], _algorithm(activation))
+    else:
+        out = ACTIVATIONS[activation](F.conv2d(first, weight, bias, stride=(stride, 1), padding=(padding, 0),
+                                               groups=groups))
+    return out.permute(0, 2, 3, 1)

@@ -1,9 +1,9 @@
-"""The modulation MSM and MTM apply, standardise(y)·(1 + γ) + β, as one autograd function.
+"""MSM and MTM: motion features modulate a branch output y as standardise(y)·(1 + γ) + β.
 
-Composed from PyTorch ops, autograd records a dozen nodes for it (mean, centring, square, sum, sqrt, division, the
-products) and its backward makes about thirty passes over a (N, T, V, C/4) tensor. Written by hand, forward and
-backward together make about fifteen: on the default model's largest scale (32 clips, 64 frames, 44 joints) one
-modulation's forward and backward take ~15 ms instead of ~41 ms on 2 CPU cores, and the block does two.
+[γ, β] = BatchNorm(tanh(guidance map of the motion features)); MSM's map mixes or scales joints and then channels,
+MTM's is a temporal conv. The modulation itself is one autograd function: composed from PyTorch ops, autograd
+records a dozen nodes for it (mean, centring, square, sum, sqrt, division, the products) and its backward makes
+about thirty passes over a (N, T, V, C/4) tensor; written by hand, forward and backward together make about fifteen.
 
 With ŷ = (y − μ)/s, s = σ + ε and σ the unbiased std over the n = T·V positions of a sample and channel, the
 gradient of the loss with respect to y, given g = ∂L/∂ŷ, is
@@ -15,21 +15,38 @@ where mean and Σ run over the same n positions.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from .layers import standardise
+from .kernels import autocast_on
+from .layers import ChannelsLastBatchNorm, Linear, TemporalConv, batch_norm_affine
 
 EPS = 1e-6  # the release's, added to the std
+
+
+def centre(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """y − mean, flattened to (N, T·V, C), and the unbiased std (N, 1, C), per sample and channel over (T, V).
+
+    Two passes (centre, then sum squares) keep std_mean's accuracy at a fraction of its cost: its Welford pass over
+    a (N, T·V, C) tensor reduced along the middle axis runs unvectorised.
+    """
+    flat = y.flatten(1, 2)
+    centred = flat - flat.mean(dim=1, keepdim=True)
+    return centred, (centred.square().sum(dim=1, keepdim=True) / (flat.shape[1] - 1)).sqrt()
+
+
+def standardise(y: torch.Tensor) -> torch.Tensor:
+    """(y − mean) / (std + eps) per sample and channel over (T, V), std unbiased; y is channels-last (N, T, V, C)."""
+    centred, std = centre(y)
+    return (centred / (std + EPS)).view_as(y)
 
 
 class _Modulate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: torch.Tensor, gamma_beta: torch.Tensor) -> torch.Tensor:
-        n, t, v, q = y.shape
-        flat = y.reshape(n, t * v, q)
-        centred = flat - flat.mean(dim=1, keepdim=True)
-        std = (centred.square().sum(dim=1, keepdim=True) / (t * v - 1)).sqrt()
+        q = y.shape[-1]
+        centred, std = centre(y)
         inv = (std + EPS).reciprocal()
-        y_hat = centred.mul_(inv).view(n, t, v, q)
+        y_hat = centred.mul_(inv).view_as(y)
         gain = gamma_beta[..., :q] + 1.0
         ctx.save_for_backward(y_hat, gain, std, inv)
         return torch.addcmul(gamma_beta[..., q:], y_hat, gain)
@@ -57,8 +74,105 @@ class _Modulate(torch.autograd.Function):
 
 def modulate(y: torch.Tensor, gamma_beta: torch.Tensor) -> torch.Tensor:
     """standardise(y)·(1 + γ) + β for y (N, T, V, q) and gamma_beta = [γ, β] (N, T, V, 2q)."""
-    if y.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(y.device.type):
+    if autocast_on(y):
         # Mixed dtypes under autocast: autograd tracks the composed ops instead.
         q = y.shape[-1]
         return standardise(y) * (1.0 + gamma_beta[..., :q]) + gamma_beta[..., q:]
     return _Modulate.apply(y.contiguous(), gamma_beta)
+
+
+class Modulation(nn.Module):
+    """What MSM and MTM share: the BatchNorm after the guidance, the modulation, and their folded form.
+
+    Subclasses define `guidance_map` and `guidance`, and create `norm` after the map (the release's order of the
+    state dict).
+
+    Folded (`fuse`), the BatchNorm is a fixed affine map and joins the modulation's arithmetic. tanh(z) =
+    2·sigmoid(2z) − 1, and the fused kernel's sigmoid costs less than its tanh, so the map's weights double and its
+    activation becomes a sigmoid h. BatchNorm then makes γ = a·(2h − 1) + c = 2a·h + (c − a) on the first half of
+    the channels and β likewise on the second, and 1/(std + eps) goes into γ's coefficients: the gain and β are one
+    fused multiply-add each.
+    """
+
+    norm: ChannelsLastBatchNorm | None
+
+    @property
+    def guidance_map(self) -> Linear | TemporalConv:
+        """The linear map of the motion features that ends in the tanh."""
+        raise NotImplementedError
+
+    def guidance(self, motion: torch.Tensor) -> torch.Tensor:
+        """tanh of the guidance map of the motion features (folded: sigmoid of twice the map)."""
+        raise NotImplementedError
+
+    def forward(self, y: torch.Tensor, motion: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """y (N, T, V, q) modulated by [γ, β] from the motion features (N, T, V, 2q); the folded form writes it
+        into `out` where one is given."""
+        h = self.guidance(motion)
+        if self.norm is not None:
+            return modulate(y, self.norm(h))
+        q = y.shape[-1]
+        centred, std = centre(y)
+        inv = (std + EPS).reciprocal().unsqueeze(1)  # (N, 1, 1, q), per sample and channel
+        gain = torch.addcmul(self.gain_shift * inv, h[..., :q], self.gain_scale * inv)
+        beta = torch.addcmul(self.beta_shift, h[..., q:], self.beta_scale)
+        return torch.addcmul(beta, centred.view_as(y), gain, out=out)
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Folds the eval-mode BatchNorm into the modulation and the tanh into a sigmoid (see the class)."""
+        layer = self.guidance_map
+        layer.weight.mul_(2.0)
+        layer.bias.mul_(2.0)
+        layer.activation = "sigmoid"
+        scale, shift = batch_norm_affine(self.norm)
+        scale, shift = (2 * scale).to(layer.weight.dtype), (shift - scale).to(layer.weight.dtype)
+        q = scale.shape[0] // 2
+        self.register_buffer("gain_scale", scale[:q].clone())
+        self.register_buffer("gain_shift", 1.0 + shift[:q])
+        self.register_buffer("beta_scale", scale[q:].clone())
+        self.register_buffer("beta_shift", shift[q:].clone())
+        self.norm = None
+
+
+class SkeletalModulation(Modulation):
+    """MSM: the skeleton branch's modulation.
+
+    `released` scales joint w of the motion features by the column sum Σ_v adj[v, w] (no joint mixing, as the
+    release computes it); `graph` mixes joints, Σ_w adj[v, w]·M[w], as the paper describes. A Linear over channels
+    follows.
+    """
+
+    def __init__(self, channels: int, num_joints: int, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.adjacency = nn.Parameter(torch.eye(num_joints))
+        self.fc = Linear(channels, channels, activation="tanh")
+        self.norm = ChannelsLastBatchNorm(channels)
+
+    @property
+    def guidance_map(self) -> Linear:
+        return self.fc
+
+    def guidance(self, motion: torch.Tensor) -> torch.Tensor:
+        if self.mode == "released":
+            guided = motion * self.adjacency.sum(0).unsqueeze(-1)
+        else:
+            guided = torch.einsum("ntwc,vw->ntvc", motion, self.adjacency)
+        return self.fc(guided)
+
+
+class TemporalModulation(Modulation):
+    """MTM: the temporal branch's modulation, guided through a temporal conv."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = TemporalConv(channels, channels, 3, padding=1, activation="tanh")
+        self.norm = ChannelsLastBatchNorm(channels)
+
+    @property
+    def guidance_map(self) -> TemporalConv:
+        return self.conv
+
+    def guidance(self, motion: torch.Tensor) -> torch.Tensor:
+        return self.conv(motion)

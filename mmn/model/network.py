@@ -9,7 +9,7 @@ from torch import nn
 
 from .block import MotionGuidedBlock
 from .config import ModelConfig
-from .layers import ChannelsLastBatchNorm, Linear, TemporalConv, sinusoid
+from .layers import ChannelsLastBatchNorm, Linear, TemporalConv, fold_batch_norm, sinusoid
 
 
 class PositionalEncoding(nn.Module):
@@ -47,6 +47,9 @@ class Downsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(x))
 
+    def fuse(self) -> None:
+        self.norm = fold_batch_norm(self.conv, self.norm)
+
 
 class ScaleFusion(nn.Module):
     """Brings every scale to the coarsest frame rate and combines them.
@@ -63,11 +66,11 @@ class ScaleFusion(nn.Module):
         self.downsample = nn.ModuleList(
             nn.ModuleDict({
                 "conv": TemporalConv(channels, channels, 2 ** (scales - 1 - i), stride=2 ** (scales - 1 - i)),
-                "norm": ChannelsLastBatchNorm(channels),
+                "norm": ChannelsLastBatchNorm(channels, activation="relu"),
             })
             for i in used
         )
-        self.last_norm = ChannelsLastBatchNorm(channels)
+        self.last_norm = ChannelsLastBatchNorm(channels, activation="relu")
         if self.mode == "gated":
             self.gate = nn.Sequential(
                 Linear(scales * channels, channels), ChannelsLastBatchNorm(channels), nn.ReLU(),
@@ -77,11 +80,11 @@ class ScaleFusion(nn.Module):
         self.residual = Linear(channels, channels)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        last = torch.relu(self.last_norm(features[-1]))
+        last = self.last_norm(features[-1])
         if self.mode == "last":
             fused = last
         else:
-            aligned = [torch.relu(d["norm"](d["conv"](f))) for d, f in zip(self.downsample, features[:-1])]
+            aligned = [d["norm"](d["conv"](f)) for d, f in zip(self.downsample, features[:-1])]
             aligned.append(last)
             if self.mode == "gated":
                 weights = torch.softmax(self.gate(torch.cat(aligned, dim=-1)), dim=-1)
@@ -89,6 +92,12 @@ class ScaleFusion(nn.Module):
             else:
                 fused = torch.stack(aligned).mean(0)
         return self.dropout(fused) + self.residual(last)
+
+    def fuse(self) -> None:
+        for level in self.downsample:
+            level["norm"] = fold_batch_norm(level["conv"], level["norm"])
+        if self.mode == "gated":
+            self.gate[1] = fold_batch_norm(self.gate[0], self.gate[1])
 
 
 class MMN(nn.Module):

@@ -3,7 +3,7 @@
 Speed goals are ratios to the release. The release's own figures were measured on another host, so the benchmarks
 time this re-implementation beside ours in one process instead: channels-first (N, C, T, V) tensors, Conv2d
 layers, permutes around every LayerNorm and Linear, a per-group einsum, two-pass mean and std, and the release's
-parameter names (a released state dict loads into it as is). Written from SPEC-mmn.md; a test checks it against
+parameter names (a released state dict loads into it as is). Written from docs/spec-mmn.md; a test checks it against
 the reference fixture, so the baseline is the release's numbers, not a strawman.
 """
 from __future__ import annotations
