@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from mmn.config import ConfigError, RunConfig, apply_overrides, check_value
 from mmn.data import DataFormatError, SkeletonDataset
 from mmn.data import preprocess as pp
 from mmn.layouts import get_layout
@@ -45,7 +46,7 @@ def test_items_and_attributes(ma52_root: Path) -> None:
     assert torch.all(index_t[1:] >= index_t[:-1]) and index_t.min() >= -1 and index_t.max() < 1
 
 
-@pytest.mark.parametrize("modality", ["joint", "bone", "motion"])
+@pytest.mark.parametrize("modality", pp.MODALITIES)
 @pytest.mark.parametrize("augment", ["none", "released", "full"])
 def test_get_batch_equals_items(ma52_root: Path, modality: str, augment: str) -> None:
     dataset = SkeletonDataset(ma52_root, split="train", modality=modality, augment=augment, seed=3)
@@ -102,12 +103,22 @@ def test_val_is_deterministic_and_unaugmented(ma52_root: Path) -> None:
     np.testing.assert_array_equal(first[1][6].numpy(), expected[0])
 
 
-def test_motion_is_the_difference_of_the_joint_frames(ma52_root: Path) -> None:
-    joint = SkeletonDataset(ma52_root, split="val", modality="joint").get_batch(range(10))[0]
-    motion = SkeletonDataset(ma52_root, split="val", modality="motion").get_batch(range(10))[0]
-    assert motion.shape == joint.shape == (10, 2, 64, 44, 1)
-    assert torch.equal(motion[:, :, :-1], joint[:, :, 1:] - joint[:, :, :-1])
-    assert torch.equal(motion[:, :, -1], motion[:, :, -2])
+@pytest.mark.parametrize(("stream", "frames"), [("joint_motion", "joint"), ("bone_motion", "bone")])
+def test_motion_is_the_difference_of_the_augmented_frames(ma52_root: Path, stream: str, frames: str) -> None:
+    def batches(modality: str) -> torch.Tensor:
+        dataset = SkeletonDataset(ma52_root, split="train", modality=modality, augment="full", seed=5)
+        epochs = []
+        for epoch in range(4):
+            dataset.set_epoch(epoch)
+            epochs.append(dataset.get_batch(range(10))[0])
+        return torch.stack(epochs)
+
+    motion, x = batches(stream), batches(frames)
+    assert motion.shape == x.shape == (4, 10, 2, 64, 44, 1)
+    # the same draws zero frame blocks of both streams: motion taken after them jumps in and out of the block
+    assert (x == 0).all(dim=(2, 4, 5)).any(), "no frame block was zeroed: the test would not see the order"
+    assert torch.equal(motion[:, :, :, :-1], x[:, :, :, 1:] - x[:, :, :, :-1])
+    assert not motion[:, :, :, -1].any()
 
 
 def test_parent_bones(tmp_path: Path) -> None:
@@ -136,7 +147,9 @@ def test_num_frames(ma52_root: Path) -> None:
 
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("split", "dev", r"unknown split 'dev': choose one of train, val, test"),
-    ("modality", "rgb", r"unknown modality 'rgb': choose one of joint, bone, motion"),
+    ("modality", "rgb", r"unknown modality 'rgb': choose one of joint, bone, joint_motion, bone_motion$"),
+    ("modality", "motion", r"unknown modality 'motion': choose one of .* \(did you mean joint_motion\?\)"),
+    ("modality", "bm", r"unknown modality 'bm': choose one of .* \(did you mean bone_motion\?\)"),
     ("augment", "heavy", r"unknown augment 'heavy': choose one of none, released, full"),
     ("bones", "tree", r"unknown bones 'tree': choose one of released, parent"),
     ("dataset", "ntu", r"unknown dataset 'ntu': choose one of imigue, ma52"),
@@ -145,6 +158,20 @@ def test_num_frames(ma52_root: Path) -> None:
 def test_bad_options(ma52_root: Path, option: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SkeletonDataset(ma52_root, **{option: value})
+
+
+def test_motion_needs_two_frames_and_the_retired_motion_names_joint_motion(ma52_root: Path) -> None:
+    assert SkeletonDataset(ma52_root, split="val", num_frames=1).get_batch([0])[0].shape == (1, 2, 1, 44, 1)
+    with pytest.raises(ValueError, match=r"^num_frames must be at least 2 for modality bone_motion, got 1$"):
+        SkeletonDataset(ma52_root, modality="bone_motion", num_frames=1)
+    message = ("data.modality='motion' is not one of joint, bone, joint_motion, bone_motion "
+               "(did you mean joint_motion?)")
+    with pytest.raises(ConfigError) as error:
+        check_value("data.modality", "motion")
+    assert str(error.value) == message
+    with pytest.raises(ConfigError, match=r"'jm' is not one of .* \(did you mean joint_motion\?\)$"):
+        apply_overrides(RunConfig(), {"data.modality": "jm"})
+    assert check_value("data.modality", "bone_motion") == "bone_motion"
 
 
 def test_wrong_dataset_for_the_files(ma52_root: Path) -> None:

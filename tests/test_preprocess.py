@@ -1,6 +1,7 @@
 """The release's preprocessing: fixture match, normalisation, bones, sampling, motion and augmentation."""
 from __future__ import annotations
 
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,12 +9,13 @@ import pytest
 from mmn.data import SkeletonDataset
 from mmn.data import preprocess as pp
 from mmn.layouts import get_layout
-from tests.helpers.fixtures import PREPROCESSED_VAL, RAW_VAL
+from tests.helpers.fixtures import MOTION_VAL, PREPROCESSED_VAL, RAW_VAL
 
 
-@pytest.mark.parametrize("modality", ["joint", "bone"])
-def test_matches_the_released_loader(modality: str) -> None:
-    expected = np.load(PREPROCESSED_VAL)
+@pytest.mark.parametrize(("modality", "fixture"), [("joint", PREPROCESSED_VAL), ("bone", PREPROCESSED_VAL),
+                                                    ("joint_motion", MOTION_VAL), ("bone_motion", MOTION_VAL)])
+def test_matches_the_released_loader(modality: str, fixture: Path) -> None:
+    expected = np.load(fixture)
     dataset = SkeletonDataset(RAW_VAL, dataset="ma52", split="val", modality=modality)
     x, index_t, labels = dataset.get_batch(np.arange(4))
     np.testing.assert_allclose(x.numpy(), expected[f"{modality}_data"], rtol=0, atol=1e-6)
@@ -21,6 +23,7 @@ def test_matches_the_released_loader(modality: str) -> None:
     np.testing.assert_array_equal(labels.numpy(), expected["label"])
     item_x, item_t, item_label = dataset[2]
     np.testing.assert_allclose(item_x.numpy(), expected[f"{modality}_data"][2], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(item_t.numpy(), expected[f"{modality}_index_t"][2], rtol=0, atol=1e-6)
     assert item_label == 2
 
 
@@ -77,12 +80,12 @@ def test_frame_time() -> None:
     np.testing.assert_allclose(t, [[-1.0, 0.0, 0.8]], atol=1e-7)
 
 
-def test_motion_repeats_the_last_difference() -> None:
+def test_motion_is_the_next_frame_minus_this_one_and_zero_at_the_end() -> None:
     x = np.random.default_rng(0).normal(size=(2, 2, 6, 4)).astype(np.float32)
     m = pp.motion(x)
-    assert m.shape == x.shape
+    assert m.shape == x.shape and m.dtype == np.float32
     np.testing.assert_array_equal(m[:, :, :5], x[:, :, 1:] - x[:, :, :-1])
-    np.testing.assert_array_equal(m[:, :, 5], m[:, :, 4])
+    assert not m[:, :, 5].any()
 
 
 def _draws(batch: int, frames: int, joints: int, **columns: float) -> np.ndarray:

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from mmn.data import preprocess as pp
 from mmn.data.formats import SPLITS, read_split
 from mmn.layouts import SkeletonLayout, get_layout
+from mmn.suggest import closest
 
 
 class SkeletonDataset(Dataset):
@@ -30,11 +31,12 @@ class SkeletonDataset(Dataset):
                  num_frames: int = 64, augment: str = "released", bones: str = "released", format: str = "auto",
                  seed: int = 0) -> None:
         _check_choice("split", split, SPLITS)
-        _check_choice("modality", modality, pp.MODALITIES)
+        _check_choice("modality", modality, pp.MODALITIES, pp.MODALITY_ALIASES)
         _check_choice("augment", augment, pp.AUGMENTS)
         _check_choice("bones", bones, pp.BONE_MODES)
-        if num_frames < (2 if modality == "motion" else 1):
-            raise ValueError(f"num_frames must be at least {2 if modality == 'motion' else 1}, got {num_frames}")
+        least = 2 if modality in pp.MOTION_MODALITIES else 1  # one frame has no motion
+        if num_frames < least:
+            raise ValueError(f"num_frames must be at least {least} for modality {modality}, got {num_frames}")
         if not 0 <= seed < 2**64:
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed}")
         self.layout: SkeletonLayout = get_layout(dataset)
@@ -84,10 +86,10 @@ class SkeletonDataset(Dataset):
             draws = None
         gathered = self._packed.frames[:, self._packed.starts[indices, None] + sources]  # (2, B, T, V)
         x = np.ascontiguousarray(gathered.transpose(1, 0, 2, 3))  # (B, 2, T, V), a fresh copy we may modify
-        if self.modality == "motion":
-            x = pp.motion(x)
         if draws is not None:
             x = pp.spatial_augment(x, draws, self.augment)
+        if self.modality in pp.MOTION_MODALITIES:  # the release takes motion after augmentation
+            x = pp.motion(x)
         x = x[..., None]
         return (torch.from_numpy(x), torch.from_numpy(pp.frame_time(positions, lengths)),
                 torch.from_numpy(self.labels[indices]))
@@ -105,6 +107,8 @@ class SkeletonDataset(Dataset):
         return frames, draws
 
 
-def _check_choice(option: str, value: str, choices: Sequence[str]) -> None:
+def _check_choice(option: str, value: str, choices: Sequence[str], aliases: dict[str, str] | None = None) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {option} {value!r}: choose one of {', '.join(choices)}")
+        close = closest(str(value), choices, aliases)
+        hint = f" (did you mean {close}?)" if close else ""
+        raise ValueError(f"unknown {option} {value!r}: choose one of {', '.join(choices)}{hint}")

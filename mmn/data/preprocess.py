@@ -3,14 +3,17 @@
 Order of operations, matched bit for bit against what the released loader returns (`fixtures/ma52_preprocess_val.npz`):
 1. per clip, in float32: subtract the centre joint of frame 0, then min-max scale each axis over all the clip's frames
    and joints: `2 * (x - min) / (max - min + 1e-6) - 1`;
-2. bone modality: `bone[a] = x[a] - x[b]` on the normalised joints, raw joint indices (see `bone_references`);
+2. bone and bone_motion: `bone[a] = x[a] - x[b]` on the normalised joints, raw joint indices (see
+   `bone_references`);
 3. joints reordered by body part;
-4. per item: sample T frame indices, `index_t = 2 * idx / L - 1` (float32), then the modality-specific and
-   augmentation steps below.
+4. per item: sample T frame indices, `index_t = 2 * idx / L - 1` (float32), then augmentation (below), then for
+   joint_motion and bone_motion the difference of consecutive sampled frames (`motion`).
 Steps 1-3 commute with frame sampling, so they run once over every frame of the dataset; per item only 4 remains.
 
-Motion modality (not in the release): the difference of consecutive *sampled* joint frames, last difference repeated,
-the same convention as the model's motion branch; computed after sampling, so it is what the model's frames move by.
+The four modalities are the release's four input streams (its data types j, b, jm, bm), matched against
+`fixtures/ma52_motion_val.npz` for the motion streams. Motion is taken after sampling and after augmentation, so a
+zeroed frame block shows in it as a jump in and out of zero, and its last frame is 0 (the model's own motion branch,
+mmn/model/block.py, repeats the last difference instead).
 
 Augmentation draws all its randomness as one fixed-length vector of uniforms per item (`augment_draws`), so a batch is
 augmented with array operations and an item's augmentation depends only on its own draws.
@@ -24,7 +27,12 @@ import numpy as np
 
 from mmn.layouts import SkeletonLayout
 
-MODALITIES = ("joint", "bone", "motion")
+MODALITIES = ("joint", "bone", "joint_motion", "bone_motion")
+BONE_MODALITIES = ("bone", "bone_motion")  # the streams computed on bones rather than joints
+MOTION_MODALITIES = ("joint_motion", "bone_motion")  # the streams that are frame differences
+# Other names for the modalities, for did-you-mean: the release's data types, and this project's former `motion`
+# (joint frame differences with the last one repeated), retired for the release's joint_motion.
+MODALITY_ALIASES = {"j": "joint", "b": "bone", "jm": "joint_motion", "bm": "bone_motion", "motion": "joint_motion"}
 BONE_MODES = ("released", "parent")
 AUGMENTS = ("none", "released", "full")
 
@@ -107,13 +115,13 @@ def bone_references(bones: Sequence[tuple[int, int]], num_joints: int, mode: str
 
 
 def prepare(keypoints: Sequence[np.ndarray], layout: SkeletonLayout, modality: str, bones: str) -> PackedClips:
-    """Everything the release does per clip before sampling: normalise, bones (bone modality), reorder joints."""
+    """Everything the release does per clip before sampling: normalise, bones (bone streams), reorder joints."""
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}: choose one of {', '.join(MODALITIES)}")
     packed = normalise(pack(keypoints), layout.centre_joint)
     order = np.array(layout.body_part_order)
     frames = np.take(packed.frames, order, axis=2)  # np.take: much faster than fancy indexing here
-    if modality == "bone":  # bones use raw joint indices, so look up each reordered joint's reference
+    if modality in BONE_MODALITIES:  # bones use raw joint indices, so look up each reordered joint's reference
         frames -= np.take(packed.frames, bone_references(layout.bones, layout.num_joints, bones)[order], axis=2)
     return PackedClips(frames, packed.starts, packed.lengths)
 
@@ -136,10 +144,10 @@ def frame_time(indices: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def motion(x: np.ndarray) -> np.ndarray:
-    """Differences of consecutive frames of (B, C, T, V), the last difference repeated (T >= 2)."""
+    """The release's motion stream of (B, C, T, V) frames: `d[t] = x[t + 1] - x[t]`, the last frame 0."""
     out = np.empty_like(x)
     np.subtract(x[:, :, 1:], x[:, :, :-1], out=out[:, :, :-1])
-    out[:, :, -1] = out[:, :, -2]
+    out[:, :, -1] = 0
     return out
 
 
@@ -173,7 +181,7 @@ def spatial_augment(x: np.ndarray, draws: np.ndarray, augment: str) -> np.ndarra
 
     released: each with probability 0.2, zero one coordinate axis (x or y); zero a block of 4-16 consecutive frames.
     full: before those, each with probability 0.2, a random affine map of the coordinates (rotation, per-axis scale,
-    shear; no translation, so it commutes with bones and motion); after them, with probability 0.2, each joint hidden
+    shear; no translation, so it commutes with bones); after them, with probability 0.2, each joint hidden
     over the whole clip with probability 0.1.
     """
     if augment == "none":

@@ -8,6 +8,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 REFERENCE = FIXTURES / "mmn_ma52_reference.pt"  # the released model's state dict, inputs and logits
 RAW_VAL = FIXTURES / "ma52_raw"  # four raw val clips in the release's pickle format
 PREPROCESSED_VAL = FIXTURES / "ma52_preprocess_val.npz"  # what the release's loader returns for them
+MOTION_VAL = FIXTURES / "ma52_motion_val.npz"  # the same for its motion streams (jm, bm)
 
 
 def load_reference() -> dict[str, Any]:
