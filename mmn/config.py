@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 from .data.formats import FORMATS
-from .data.preprocess import AUGMENTS, BONE_MODES, MODALITIES
+from .data.preprocess import AUGMENTS, BONE_MODES, MODALITIES, MODALITY_ALIASES
 from .layouts import LAYOUTS, get_layout
 from .model.config import ConfigError, IncompatibleOptions, ModelConfig, is_integer, is_number, need
 from .suggest import closest
@@ -20,8 +20,11 @@ DATASETS = tuple(LAYOUTS)
 OPTIMIZERS = ("adamw", "sgd")
 
 
-def _choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    need(value in choices, f"{key}={value!r} is not one of {', '.join(choices)}")
+def _choice(key: str, value: Any, choices: tuple[str, ...], aliases: Mapping[str, str] | None = None) -> None:
+    if value not in choices:
+        close = closest(str(value), choices, aliases)
+        hint = f" (did you mean {close}?)" if close else ""
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}{hint}")
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class DataConfig:
         choices = {"dataset": DATASETS, "format": ("auto", *FORMATS), "modality": MODALITIES, "augment": AUGMENTS,
                    "bones": BONE_MODES}
         if name in choices:
-            _choice(f"data.{name}", value, choices[name])
+            _choice(f"data.{name}", value, choices[name], MODALITY_ALIASES if name == "modality" else None)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast on CUDA
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     eval_batch_size: int = 256
+    max_steps: int = 0  # training steps per epoch at most (a rehearsal or smoke test); 0: whole epochs
 
     def validate(self) -> None:
         for f in fields(self):
@@ -84,6 +88,9 @@ class TrainConfig:
             _choice("train.optimizer", value, OPTIMIZERS)
         elif name in ("epochs", "batch_size", "eval_batch_size"):
             need(is_integer(value) and value >= 1, f"train.{name} must be a positive integer, got {value!r}")
+        elif name == "max_steps":
+            need(is_integer(value) and value >= 0, f"train.max_steps must be 0 (whole epochs) or a positive "
+                                                   f"integer, got {value!r}")
         elif name == "warmup_epochs":
             need(is_integer(value) and value >= 0, f"train.warmup_epochs must lie in [0, epochs], got {value!r}")
         elif name in ("lr", "warmup_lr", "min_lr"):
@@ -99,6 +106,9 @@ class TrainConfig:
 
 # Fields that say where a run executes, not what it computes: they stay out of the config hash.
 _EXECUTION_FIELDS = {"train": ("device", "threads", "eval_batch_size")}
+# Fields added after results were recorded: at these defaults they stay out of the hash, so that every earlier
+# result keeps its hash (and is still found finished by a rerun).
+_ADDED_FIELDS = {"train": {"max_steps": 0}}
 
 BUDGETS: dict[str, dict[str, Any]] = {
     # The release's protocol (docs/spec-mmn.md): the defaults as they are.
@@ -262,6 +272,10 @@ def config_hash(config: Mapping[str, Any]) -> str:
     for section, names in _EXECUTION_FIELDS.items():
         for name in names:
             canonical.get(section, {}).pop(name, None)
+    for section, defaults in _ADDED_FIELDS.items():
+        for name, default in defaults.items():
+            if canonical.get(section, {}).get(name, default) == default:
+                canonical.get(section, {}).pop(name, None)
     encoded = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(encoded.encode()).hexdigest()[:16]
 
