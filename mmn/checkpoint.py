@@ -1,4 +1,5 @@
-"""Checkpoints of a training run: written atomically, read with weights_only (nothing in them is executed)."""
+"""Checkpoints of a training run and its best weights: written atomically, read with weights_only (nothing in
+them is executed)."""
 from __future__ import annotations
 
 import os
@@ -8,11 +9,15 @@ from typing import Any
 import torch
 
 from .atomic import atomic_write
-from .folders import CHECKPOINT, CHECKPOINT_FORMAT, check_version
+from .folders import BEST_WEIGHTS, CHECKPOINT, CHECKPOINT_FORMAT, WEIGHTS_FORMAT, check_version
 
 
 class CheckpointMismatch(ValueError):
     """A checkpoint written for another configuration (another variant, seed or data set), or not readable."""
+
+
+class WeightsError(ValueError):
+    """A best-weights file that is missing, truncated, foreign or of a newer format."""
 
 
 def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -49,3 +54,31 @@ def describe_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
             if before.get(key) != after.get(key):
                 changes.append(f"{section}.{key}: {before.get(key)!r} → {after.get(key)!r}")
     return ", ".join(changes[:4]) + (" ..." if len(changes) > 4 else "") if changes else "different hash"
+
+
+def save_weights(directory: str | os.PathLike, config: dict[str, Any], config_hash: str, epoch: int,
+                 metrics: dict[str, Any], model: dict[str, torch.Tensor]) -> Path:
+    """Write `directory`/best_weights.pt: a model state dict (on the CPU) with the config and epoch behind it."""
+    record = {"format_version": WEIGHTS_FORMAT, "config": config, "config_hash": config_hash, "epoch": epoch,
+              "metrics": metrics, "model": {name: tensor.detach().cpu() for name, tensor in model.items()}}
+    return atomic_write(Path(directory) / BEST_WEIGHTS, lambda f: torch.save(record, f))
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """The record `save_weights` wrote, tensors on the CPU; a `WeightsError` naming the problem otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file; {BEST_WEIGHTS} is written by training on each new best val epoch "
+                           "(runs from before it was kept have none: train again)")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: say which, never run code from it
+        raise WeightsError(f"{path} is not a readable MMN weights file ({type(error).__name__}: "
+                           f"{str(error).splitlines()[0][:200] if str(error) else ''})") from None
+    check_version(record, WEIGHTS_FORMAT, str(path), error=WeightsError)
+    if not (isinstance(record, dict) and isinstance(record.get("config"), dict)
+            and isinstance(record["config"].get("model"), dict) and isinstance(record.get("model"), dict)
+            and isinstance(record.get("epoch"), int)):
+        raise WeightsError(f"{path} is not an MMN best-weights file (no config, epoch and model state); for the "
+                           "release's checkpoints use mmn.model.from_released")
+    return record

@@ -13,13 +13,29 @@ from .metrics import METRIC_NAMES
 # A trial folder: one training run (`mmn.train.fit`), standalone or as a Ray Tune trial.
 RESULT = "result.json"  # our record: status, config and its hash, final and best metrics, cost, versions, hardware
 HISTORY = "history.jsonl"  # one JSON line per finished epoch
-BEST_PREDICTIONS = "best_val_predictions.npz"  # logits and labels of the val split at the best epoch
+BEST_PREDICTIONS = "best_val_predictions.npz"  # logits, labels and clip names of the val split at the best epoch
+BEST_WEIGHTS = "best_weights.pt"  # the model's weights at the best val epoch, with its config (mmn.model.load)
 CHECKPOINT = "checkpoint.pt"  # model, optimizer, scheduler and RNG states after the last finished epoch
 TRIAL_STATE = "state"  # subfolder of a Ray trial's folder where its checkpoint.pt lives
 VALIDATION_PREFIX = "val_"  # an epoch's record names the metrics of mmn.metrics.evaluate val_top1, val_top5, ...
 RECORDED_METRICS = (*(VALIDATION_PREFIX + name for name in METRIC_NAMES), "train_loss")  # a spec's `metric` is one
 RESULT_FORMAT = 1
 CHECKPOINT_FORMAT = 1
+WEIGHTS_FORMAT = 1
+
+# A trial's best weights evaluated on a split afterwards (`python -m ablations.evaluate`), beside its result.json.
+SPLIT_RESULT_FORMAT = 1
+
+
+def predictions_file(split: str) -> str:
+    """Logits, labels and clip names of `split`: the val split's are those of the best epoch, kept while training."""
+    return BEST_PREDICTIONS if split == "val" else f"{split}_predictions.npz"
+
+
+def split_result_file(split: str) -> str:
+    """The record of the best weights evaluated on `split`: its metrics, named f"{split}_top1" and so on."""
+    return f"{split}_result.json"
+
 
 # An experiment folder: one spec as run (`python -m ablations.run`), holding a folder per Ray Tune invocation.
 EXPERIMENT = "experiment.json"  # what was run: factors, variants, reference, seeds, metric, options

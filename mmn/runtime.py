@@ -54,15 +54,18 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def versions() -> dict[str, str]:
+def versions() -> dict[str, str | int | None]:
+    """Versions of what a result depends on. CUDA and cuDNN are those torch was built with (None in a CPU build);
+    Ray and Optuna are read from package metadata, as mmn never imports them."""
     def version(package: str) -> str:
         try:
             return metadata.version(package)
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": version("numpy"),
-            "mmn-ablate": version("mmn-ablate")}
+    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(), "numpy": version("numpy"), "ray": version("ray"),
+            "optuna": version("optuna"), "mmn-ablate": version("mmn-ablate")}
 
 
 def hardware(device: torch.device) -> dict[str, Any]:
@@ -72,3 +75,19 @@ def hardware(device: torch.device) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(device)
         info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
     return info
+
+
+def peak_memory_mib(device: torch.device) -> dict[str, float]:
+    """The most memory this process has held so far: resident set ("rss", Linux and macOS) and, on a GPU, what
+    torch allocated there ("gpu"), in MiB."""
+    peak: dict[str, float] = {}
+    try:
+        import resource  # Unix only
+
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak["rss"] = round(maxrss / (2**20 if sys.platform == "darwin" else 2**10), 1)  # bytes on macOS, KiB else
+    except ImportError:
+        pass
+    if device.type == "cuda":
+        peak["gpu"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return peak

@@ -22,18 +22,19 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write, write_json
-from .checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint, save_weights
 from .config import (BUDGETS, ConfigError, DataConfig, RunConfig, apply_overrides, flatten, parse_assignments,
                      with_budget)
 from .data import SkeletonDataset
 from .data.formats import DataFormatError
 from .data.safe_pickle import CorruptPickleError, UnsafePickleError
 from .data.synthetic import ensure_synthetic
-from .folders import BEST_PREDICTIONS, HISTORY, RECORDED_METRICS, RESULT, RESULT_FORMAT, VALIDATION_PREFIX
+from .folders import HISTORY, RECORDED_METRICS, RESULT, RESULT_FORMAT, VALIDATION_PREFIX, predictions_file
 from .metrics import evaluate
 from .model import MMN, fuse_for_inference
 from .profile import count_gflops
-from .runtime import hardware, num_threads, resolve_device, tune_cpu_allocator, versions
+from .provenance import provenance
+from .runtime import hardware, num_threads, peak_memory_mib, resolve_device, tune_cpu_allocator, versions
 from .schedule import warmup_cosine
 from .yamlfile import YamlError, kind, load_yaml
 
@@ -117,6 +118,13 @@ def predict(model: torch.nn.Module, dataset: SkeletonDataset, device: torch.devi
     return torch.cat(logits).numpy(), dataset.labels
 
 
+def save_predictions(path: str | Path, logits: np.ndarray, labels: np.ndarray, names: list[str]) -> Path:
+    """A split's predictions as an .npz: logits float32 (N, K), labels int64 (N,; -1 where withheld), and the clips'
+    names (str, N), so rows can be matched to clips (e.g. for MA-52's server file)."""
+    return atomic_write(path, lambda f: np.savez_compressed(
+        f, logits=logits.astype(np.float32), labels=labels.astype(np.int64), names=np.asarray(names, dtype=str)))
+
+
 def fit(config: RunConfig, on_epoch: EpochCallback | None = None, checkpoint_dir: str | Path | None = None,
         out_dir: str | Path | None = None, extra: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
     """Train one model; returns the result (also written to `out_dir`/result.json, default `checkpoint_dir`).
@@ -129,7 +137,9 @@ def fit(config: RunConfig, on_epoch: EpochCallback | None = None, checkpoint_dir
     resolved = config.to_dict()
     config_hash = config.hash()
     result: dict[str, Any] = {
-        "format_version": RESULT_FORMAT, "status": "running", "error": None, **(extra or {}),
+        "format_version": RESULT_FORMAT, "status": "running", "error": None,
+        "provenance": provenance(config.train.device),  # a Ray trial's `extra` gives its own, with its driver's argv
+        **(extra or {}),
         "seed": config.train.seed, "config": resolved, "config_hash": config_hash,
         "epochs_planned": config.train.epochs, "epochs_completed": 0, "versions": versions(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -159,6 +169,8 @@ def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | 
     train_set = load_split(config.data, "train", config.model.num_frames, train.seed)
     val_set = load_split(config.data, "val", config.model.num_frames, train.seed)
     steps_per_epoch = len(train_set) // train.batch_size
+    if train.max_steps:
+        steps_per_epoch = min(steps_per_epoch, train.max_steps)
     if steps_per_epoch == 0:
         raise ConfigError(f"train.batch_size={train.batch_size} exceeds the {len(train_set)} training clips")
 
@@ -197,10 +209,12 @@ def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | 
         model.train()
         train_set.set_epoch(epoch)
         order = _shuffle(len(train_set), train.seed, epoch)
-        total_loss = 0.0
+        total_loss = data_time = 0.0
         for step in range(1, steps_per_epoch + 1):
+            data_started = time.perf_counter()
             batch = train_set.get_batch(order[(step - 1) * train.batch_size:step * train.batch_size])
             x, index_t, labels = _to_device(batch, device)
+            data_time += time.perf_counter() - data_started
             with autocast:
                 loss = loss_fn(model(x, index_t), labels)
             loss_value = loss.item()
@@ -223,6 +237,7 @@ def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | 
         record = {"epoch": epoch, "train_loss": round(total_loss / steps_per_epoch, 6),
                   "lr": optimizer.param_groups[0]["lr"], **metrics,
                   "train_clips_per_s": round(steps_per_epoch * train.batch_size / train_time, 2),
+                  "data_share": round(data_time / train_time, 4),  # of the training time, spent making batches
                   "eval_clips_per_s": round(len(val_set) / eval_time, 2),
                   "time_s": round(time.perf_counter() - epoch_started, 3)}
         history.append(record)
@@ -234,7 +249,11 @@ def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | 
         result.update(_summary(history, best, best_epoch))
         result["wall_time_s"] = round(elapsed_before + time.perf_counter() - run_started, 3)
         if out_dir:
-            _write_epoch_files(out_dir, history, result, logits if improved else None, labels)
+            _write_history(out_dir, history)
+            if improved:  # only then: a resumed run keeps the files of the best epoch it resumes with
+                save_predictions(out_dir / predictions_file("val"), logits, labels, val_set.names)
+                save_weights(out_dir, config.to_dict(), config.hash(), epoch, record, model.state_dict())
+            write_json(out_dir / RESULT, result)  # last: the best epoch it names has its files in place
         if checkpoint_dir:
             save_checkpoint(checkpoint_dir, {
                 "config": config.to_dict(), "config_hash": config.hash(), "epoch": epoch,
@@ -250,6 +269,7 @@ def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | 
     result.update(status="finished", ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     result["throughput"] = {"train_clips_per_s": history[-1]["train_clips_per_s"],
                             "eval_clips_per_s": history[-1]["eval_clips_per_s"]}
+    result["peak_memory_mib"] = peak_memory_mib(device)  # of the process: a Ray worker's over all its trials
     if out_dir:
         write_json(out_dir / RESULT, result)
     return result
@@ -263,15 +283,8 @@ def _summary(history: list[dict[str, Any]], best: dict[str, Any], best_epoch: in
             "epochs_completed": len(history)}
 
 
-def _write_epoch_files(out_dir: Path, history: list[dict[str, Any]], result: dict[str, Any],
-                       best_logits: np.ndarray | None, labels: np.ndarray) -> None:
-    """history.jsonl, result.json (status running) and, on a new best, the val predictions behind it."""
-    atomic_write(out_dir / HISTORY, lambda f: f.write("".join(json.dumps(r) + "\n" for r in history)),
-                 binary=False)
-    if best_logits is not None:
-        atomic_write(out_dir / BEST_PREDICTIONS,
-                     lambda f: np.savez_compressed(f, logits=best_logits.astype(np.float32), labels=labels))
-    write_json(out_dir / RESULT, result)
+def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    atomic_write(out_dir / HISTORY, lambda f: f.write("".join(json.dumps(r) + "\n" for r in history)), binary=False)
 
 
 def load_config(path: str | Path | None, budget: str | None, assignments: list[str]) -> RunConfig:

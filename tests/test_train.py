@@ -11,15 +11,20 @@ import numpy as np
 import pytest
 import torch
 
+from mmn import model as mmn_model
+from mmn import train as mmn_train
 from mmn.checkpoint import CheckpointMismatch
 from mmn.config import (ConfigError, IncompatibleOptions, RunConfig, apply_overrides, check_value, suggest_key,
                         with_budget)
 from mmn.schedule import learning_rate
-from mmn.train import TrainingDiverged, fit
+from mmn.train import TrainingDiverged, fit, load_split, predict
 
 TINY = {"data.synthetic_clips_per_class": 2, "model.num_frames": 16, "model.embed_dim": 16, "model.depth": 1,
         "model.num_scales": 2, "train.epochs": 3, "train.warmup_epochs": 1, "train.batch_size": 16,
         "train.threads": 1}
+
+# Smaller still, for tests that only need a few real epochs: one scale on 8 frames, one clip per class.
+SMALLER = {"data.synthetic_clips_per_class": 1, "model.num_frames": 8, "model.num_scales": 1, "train.batch_size": 8}
 
 
 def tiny(**extra) -> RunConfig:
@@ -53,9 +58,42 @@ def test_fit_writes_results_and_is_deterministic(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3]
     predictions = np.load(tmp_path / "a" / "best_val_predictions.npz")
     assert predictions["logits"].shape == (len(predictions["labels"]), 52)
+    assert len(predictions["names"]) == len(predictions["labels"])
     files = sorted((tmp_path / "a").iterdir())
     assert [(f.name, f.stat().st_mode & 0o777) for f in files] == [
-        (name, 0o644) for name in ("best_val_predictions.npz", "checkpoint.pt", "history.jsonl", "result.json")]
+        (name, 0o644) for name in ("best_val_predictions.npz", "best_weights.pt", "checkpoint.pt", "history.jsonl",
+                                   "result.json")]
+
+
+def test_best_weights_are_written_on_improvement_only_and_load_gives_the_best_model_back(tmp_path, monkeypatch):
+    scripted = iter([10.0, 30.0, 20.0])  # val top1 of epochs 1, 2, 3: epoch 2 is the best, epoch 3 is not
+    real = mmn_train.evaluate
+    monkeypatch.setattr(mmn_train, "evaluate", lambda *args: {**real(*args), "top1": next(scripted)})
+    weights = tmp_path / "best_weights.pt"
+    seen = []
+
+    def watch(record, folder):
+        seen.append((torch.load(weights, weights_only=True)["epoch"], weights.stat().st_mtime_ns))
+
+    config = tiny(**SMALLER)
+    result = fit(config, checkpoint_dir=tmp_path, progress=False, on_epoch=watch)
+    assert result["best_epoch"] == 2
+    assert [epoch for epoch, _ in seen] == [1, 2, 2] and seen[2][1] == seen[1][1]  # epoch 3 left it alone
+    record = torch.load(weights, weights_only=True)  # tensors and plain data only
+    assert (record["format_version"], record["config_hash"], record["epoch"]) == (1, config.hash(), 2)
+    assert record["config"] == config.to_dict() and record["metrics"]["epoch"] == 2
+    assert {key: record["metrics"][key] for key in result["best"]} == result["best"]  # that epoch's record
+    assert record["metrics"]["val_top1"] == 30.0
+
+    model = mmn_model.load(weights)
+    assert isinstance(model, mmn_model.MMN) and not model.training
+    recorded = np.load(tmp_path / "best_val_predictions.npz")
+    val = load_split(config.data, "val", config.model.num_frames, config.train.seed)
+    logits, labels = predict(model, val, torch.device("cpu"), 64)
+    np.testing.assert_allclose(logits, recorded["logits"], rtol=0, atol=1e-5)
+    assert recorded["logits"].dtype == np.float32 and recorded["labels"].dtype == np.int64
+    np.testing.assert_array_equal(recorded["labels"], labels)
+    assert recorded["names"].dtype.kind == "U" and list(recorded["names"]) == val.names
 
 
 class Interrupted(Exception):
@@ -82,6 +120,10 @@ def test_resume_continues_bit_exactly(tmp_path):
     a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the best weights too: the resumed run kept or replaced them exactly as the whole run did
+    a, b = (torch.load(tmp_path / run / "best_weights.pt", weights_only=True) for run in ("whole", "cut"))
+    assert a["epoch"] == b["epoch"] == resumed["best_epoch"] == whole["best_epoch"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
 def test_checkpoint_of_another_variant_is_refused(tmp_path):
