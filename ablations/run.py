@@ -1,7 +1,8 @@
 """`python -m ablations.run NAME`: run an experiment spec on Ray Tune and report where its results are.
 
 Exit status: 0 when every trial finished, 1 when some failed (their reasons are listed), 2 for usage errors
-(unknown experiment, bad option or spec), each with one line saying what to do.
+(unknown experiment, bad option or spec, finished results of other code or data and no --rerun-stale or
+--keep-stale), each with one line saying what to do.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from mmn.config import (BUDGETS, DATASETS, MODALITIES, ConfigError, Incompatible
 from mmn.data.formats import DataFormatError
 
 from .expand import base_overrides
-from .runner import Outcome, RunOptions, plan_experiment, run_experiment, search_samples
-from .spec import Spec, SpecError, list_specs, load_spec
+from .resources import trial_resources
+from .runner import Outcome, RunOptions, StaleResults, plan_experiment, run_experiment, search_samples
+from .spec import DEFAULT_GPUS_PER_TRIAL, Spec, SpecError, list_specs, load_spec
 from .storage import StorageError, cannot_write
 
 
@@ -87,8 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=_positive(int), help="epochs per trial (overrides the budget)")
     parser.add_argument("--samples", type=_positive(int), help="search samples per variant, for specs that tune")
     parser.add_argument("--address", help="join a running Ray cluster (e.g. auto); default: start Ray locally")
-    parser.add_argument("--cpus-per-trial", type=_positive(float))
-    parser.add_argument("--gpus-per-trial", type=_fraction, help="GPU share per trial, e.g. 0.25")
+    parser.add_argument("--cpus-per-trial", type=_positive(float), help="CPUs per trial (default: the spec's, 1)")
+    parser.add_argument("--gpus-per-trial", type=_fraction,
+                        help=f"GPU share per trial, e.g. 0.25, asked for even where the cluster has no GPUs yet "
+                             f"(default: the spec's, else {DEFAULT_GPUS_PER_TRIAL['paper']:g} under paper, only "
+                             f"where the cluster has GPUs; none under quick)")
     parser.add_argument("--max-concurrent", type=_positive(int), help="at most this many trials at once")
     parser.add_argument("--storage", default="runs", help="experiments folder, NFS path or s3:// URI (default runs)")
     parser.add_argument("--name", help="experiment folder name (default: the spec's name)")
@@ -97,16 +102,26 @@ def build_parser() -> argparse.ArgumentParser:
                              "trials are skipped, unfinished ones continue from their last checkpoint)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override for every trial, e.g. --set train.batch_size=16")
+    stale = parser.add_mutually_exclusive_group()
+    stale.add_argument("--rerun-stale", dest="stale", action="store_const", const="rerun",
+                       help="train again the finished trials of other code or data than now (the old results stay, "
+                            "superseded)")
+    stale.add_argument("--keep-stale", dest="stale", action="store_const", const="keep",
+                       help="reuse the finished trials of other code or data than now (experiment.json counts them)")
     return parser
 
 
 def _print_plan(spec: Spec, options: RunOptions) -> None:
     plans = plan_experiment(spec, options)
-    cpus = options.cpus_per_trial or spec.cpus_per_trial
-    gpus = options.gpus_per_trial if options.gpus_per_trial is not None else spec.gpus_per_trial
+    # Ray is not started here, so say what a trial gets on a cluster with GPUs and on one without.
+    with_gpus, without = (trial_resources(spec, options.budget, plans[0].config.train.device, has_gpus,
+                                          options.cpus_per_trial, options.gpus_per_trial) for has_gpus in (True, False))
     print(f"{spec.name}: {spec.description}")
-    print(f"budget {options.budget}; {len(plans)} trials; each {cpus:g} CPU, {gpus:g} GPU; "
-          f"metric {spec.metric} ({spec.mode})")
+    print(f"budget {options.budget}; {len(plans)} trials; metric {spec.metric} ({spec.mode})")
+    if with_gpus == without:
+        print(f"each trial gets {with_gpus}, whether or not the cluster has GPUs")
+    else:
+        print(f"each trial gets {with_gpus} where the cluster has GPUs; {without} where it has none")
     if spec.search:
         print(f"each variant is first tuned over search space {spec.search.space!r} "
               f"({search_samples(spec, options)} samples), then its best config runs on every seed")
@@ -119,8 +134,9 @@ def _print_plan(spec: Spec, options: RunOptions) -> None:
 
 
 def _print_outcome(outcome: Outcome, spec: Spec) -> None:
+    kept = f", {outcome.kept_stale} of them of other code or data (--keep-stale)" if outcome.kept_stale else ""
     print(f"\n{len(outcome.finished)} of {outcome.planned} trials finished "
-          f"({outcome.skipped} from earlier runs); results in {outcome.experiment.uri}")
+          f"({outcome.skipped} from earlier runs{kept}); results in {outcome.experiment.uri}")
     rows: dict[str, list[float]] = {}
     for record in outcome.finished:
         rows.setdefault(record.get("variant_key", "?"), []).append(record["best"].get(spec.metric, float("nan")))
@@ -161,14 +177,14 @@ def main(argv: list[str] | None = None) -> int:
             seeds=args.seeds, epochs=args.epochs, samples=args.samples, address=args.address,
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             max_concurrent=args.max_concurrent, storage=args.storage, name=args.name,
-            overrides=parse_assignments(args.overrides))
+            overrides=parse_assignments(args.overrides), stale=args.stale)
         _check_overrides(spec, options)
         _warn_shadowed(spec, options.overrides)
         if args.dry_run:
             _print_plan(spec, options)
             return 0
         outcome = run_experiment(spec, options)
-    except (SpecError, ConfigError, DataFormatError, FileNotFoundError, StorageError) as error:
+    except (SpecError, ConfigError, DataFormatError, FileNotFoundError, StorageError, StaleResults) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # e.g. the data cache on a full disk, an unreadable file

@@ -3,11 +3,14 @@ variant first, and resumption that never repeats or loses a finished trial.
 
 Resumption works from the files alone: every trial's result.json carries its config hash, so a rerun (or
 `--resume`) scans the experiment folder, skips the hashes already finished and restarts the unfinished ones
-from their last checkpoint.
+from their last checkpoint. It also carries fingerprints of the code and the data it trained with
+(mmn.provenance): finished results of other code or data are not mixed with new ones unless the user says how
+(`stale`: train them again, or keep them and say so in experiment.json).
 
-`run_experiment` reads as its steps: open the experiment folder, plan the trials, prepare the data, start Ray,
-tune (for specs that search), run what is not finished, and collect the outcome. Process-wide settings it needs
-(environment variables Ray reads, a logger's level, a Ray instance it started) are restored when it returns.
+`run_experiment` reads as its steps: open the experiment folder, plan the trials, prepare the data and take the
+fingerprints, refuse stale results, start Ray and choose each trial's resources, tune (for specs that search), run
+what is not finished, and collect the outcome. Process-wide settings it needs (environment variables Ray reads, a
+logger's level, a Ray instance it started) are restored when it returns.
 """
 from __future__ import annotations
 
@@ -38,13 +41,15 @@ from ray.tune.search.optuna import OptunaSearch
 
 from mmn.atomic import write_text
 from mmn.data.formats import read_split
-from mmn.data.synthetic import ensure_synthetic
+from mmn.data.synthetic import ensure_synthetic, split_counts
 from mmn.folders import EXPERIMENT, EXPERIMENT_FORMAT, RESULT, SPEC_AS_RUN, STUDY
 from mmn.layouts import get_layout
+from mmn.provenance import code_fingerprint, data_fingerprint
 from search_spaces import load_search_space
 
 from .expand import TrialPlan, base_overrides, build_config, expand, resolve_seeds, variant_key, variant_overrides, \
     variants
+from .resources import TrialResources, cpu_epoch_estimate, meant_for_gpus, trial_resources
 from .spec import Spec
 from .storage import Location, cannot_write, check_format, locate, read_json, write_experiment_json
 from .trainable import TrialContext, run_trial
@@ -67,6 +72,7 @@ class RunOptions:
     name: str | None = None
     max_failures: int = 2
     overrides: dict[str, Any] = field(default_factory=dict)
+    stale: str | None = None  # finished results of other code or data: "rerun", "keep", or None to refuse them
 
     def cli_overrides(self) -> dict[str, Any]:
         values = {"data.dataset": self.dataset, "data.root": self.data_root, "data.modality": self.modality,
@@ -89,14 +95,24 @@ class Outcome:
     finished: list[dict[str, Any]]
     failed: list[dict[str, Any]]
     problem: str | None = None  # why trials could not finish, when it is the storage (e.g. the disk is full)
+    kept_stale: int = 0  # finished results of other code or data reused (--keep-stale)
+
+
+class StaleResults(ValueError):
+    """Finished results of other code or data than this run's, and no word on what to do with them."""
+
+
+CODE, DATA = "code_fingerprint", "data_fingerprint"  # the keys of a result.json that say what it trained with
 
 
 def _say(message: str) -> None:
     print(f"[ablations] {message}", file=sys.stderr, flush=True)
 
 
-def scan_results(experiment: Location) -> dict[str, dict[str, Any]]:
-    """config hash → the newest result.json record for it, each with its folder under key `_dir`."""
+def scan_results(experiment: Location, fingerprints: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """config hash → the result.json record that counts for it, with its folder under key `_dir`: one with these
+    `fingerprints` (this run's code and data) over a stale one, then a finished one over an unfinished one, then
+    the newest."""
     records: dict[str, dict[str, Any]] = {}
     for location in experiment.find(RESULT):
         try:
@@ -107,9 +123,18 @@ def scan_results(experiment: Location) -> dict[str, dict[str, Any]]:
             continue
         record["_dir"] = location.path.rsplit("/", 1)[0]
         previous = records.get(record["config_hash"])
-        if previous is None or previous.get("status") != "finished":
+        if previous is None or _rank(record, fingerprints) > _rank(previous, fingerprints):
             records[record["config_hash"]] = record
     return records
+
+
+def _current(record: Mapping[str, Any], fingerprints: Mapping[str, str] | None) -> bool:
+    """Whether `record` trained with these fingerprints; one written before fingerprints existed did not."""
+    return fingerprints is None or all(record.get(key) == value for key, value in fingerprints.items())
+
+
+def _rank(record: Mapping[str, Any], fingerprints: Mapping[str, str] | None) -> tuple[bool, bool, str]:
+    return _current(record, fingerprints), record.get("status") == "finished", str(record.get("started", ""))
 
 
 def _latest_checkpoint(experiment: Location, folder: str) -> str | None:
@@ -125,7 +150,7 @@ def plan_experiment(spec: Spec, options: RunOptions) -> list[TrialPlan]:
     return expand(spec, options.budget, options.cli_overrides(), options.seeds)
 
 
-def _init_ray(options: RunOptions, cpus_per_trial: float) -> bool:
+def _init_ray(options: RunOptions) -> bool:
     """Join or start Ray unless it already runs in this process; whether this call started it."""
     if ray.is_initialized():
         return False
@@ -134,9 +159,38 @@ def _init_ray(options: RunOptions, cpus_per_trial: float) -> bool:
     else:
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
     resources = ray.cluster_resources()
-    _say(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; "
-         f"{cpus_per_trial:g} CPU per trial")
+    _say(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
     return True
+
+
+def _trial_resources(spec: Spec, options: RunOptions, plan: TrialPlan,
+                     clips: tuple[int, int] | None) -> TrialResources:
+    """What each trial asks for on this cluster, said in one line; a budget meant for GPUs that trains on CPUs
+    says so, with a rough time per epoch."""
+    has_gpus = ray.cluster_resources().get("GPU", 0) > 0
+    trials = trial_resources(spec, options.budget, plan.config.train.device, has_gpus, options.cpus_per_trial,
+                             options.gpus_per_trial)
+    if trials.gpu == 0 and meant_for_gpus(options.budget):
+        why = "the cluster has no GPUs" if not has_gpus else "the trials ask for no GPU"
+        # An autoscaling cluster shows no GPUs until GPU workers start, and it starts them for trials that ask.
+        hint = "" if has_gpus else "; to wait for GPU workers that an autoscaler starts, pass --gpus-per-trial"
+        _say(f"{why}: each trial trains on CPU ({trials.cpu:g} CPU); "
+             f"{cpu_epoch_estimate(plan.config, clips, trials.cpu)}{hint}")
+    elif trials.gpu > 0 and not has_gpus:
+        _say(f"each trial asks for {trials}; the cluster has no GPUs now, so trials wait for GPU workers (an "
+             f"autoscaler starts them)")
+    else:
+        _say(f"each trial gets {trials}")
+    return trials
+
+
+def _slots(resources: Mapping[str, float]) -> int:
+    """How many trials asking for `resources` fit on the cluster at once."""
+    cluster = ray.cluster_resources()
+    fits = [cluster.get("CPU", 1) // resources["cpu"]]
+    if resources["gpu"]:
+        fits.append(cluster.get("GPU", 0) // resources["gpu"])
+    return max(1, int(min(fits)))
 
 
 @contextlib.contextmanager
@@ -192,9 +246,7 @@ def _drop_torn_tail(path: str) -> None:
 
 def _tune(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, options: RunOptions,
           experiment: Location, label: str, scheduler: Any = None, concurrency: int | None = None) -> None:
-    resources = {"cpu": options.cpus_per_trial or spec.cpus_per_trial,
-                 "gpu": options.gpus_per_trial if options.gpus_per_trial is not None else spec.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), resources)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), dict(context.resources))
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -261,51 +313,101 @@ def _grid_search_alg(keys: list[str], experiment: Location, spec: Spec, study: s
 
 
 def run_experiment(spec: Spec, options: RunOptions) -> Outcome:
-    """Run every planned trial of `spec` that has not finished in its experiment folder; the outcome counts all."""
+    """Run every planned trial of `spec` that has not finished in its experiment folder; the outcome counts all.
+    Finished results of other code or data than this run's are refused (StaleResults), unless `options.stale`
+    says to train them again or to keep them."""
     name = options.name or spec.name
     with _process_settings():
         experiment = locate(options.storage, name)
         check_format(experiment)
         plans = plan_experiment(spec, options)  # an impossible variant stops here, before anything is written
-        _record_experiment(experiment, spec, options, name)
-        _prepare_data(plans[0])
-        context = _trial_context(spec, options, name)
-        started_ray = _init_ray(options, options.cpus_per_trial or spec.cpus_per_trial)
+        record = _record_experiment(experiment, spec, options, name)
+        clips = _prepare_data(plans[0])
+        fingerprints = {CODE: code_fingerprint(), DATA: data_fingerprint(plans[0].config.data)}
+        # A grid's trials are known now, so stale results are refused before Ray starts; a search's final trials
+        # are known once it has tuned.
+        todo = None if spec.search is not None else _unfinished(plans, experiment, fingerprints, options.stale)
+        started_ray = _init_ray(options)
         try:
-            if spec.search is not None:
+            resources = _trial_resources(spec, options, plans[0], clips)
+            context = _trial_context(spec, options, name, fingerprints, resources)
+            if todo is None:
                 plans = _tune_then_take_best(plans, spec, options, experiment, context)
-            todo, resume_from = _unfinished(plans, experiment)
-            if len(todo) < len(plans):
-                _say(f"{len(plans) - len(todo)} of {len(plans)} trials already finished in {experiment.uri}: "
+                todo = _unfinished(plans, experiment, fingerprints, options.stale)
+            _record_kept_stale(experiment, record, todo.kept_stale)
+            if len(todo.plans) < len(plans):
+                _say(f"{len(plans) - len(todo.plans)} of {len(plans)} trials already finished in {experiment.uri}: "
                      "skipping them")
-            if todo:
+            if todo.plans:
                 phase = "final" if spec.search is not None else "grid"
-                _run_planned(replace(context, phase=phase, planned={p.trial_key: p for p in todo},
-                                     resume_from=resume_from), spec, options, experiment)
+                _run_planned(replace(context, phase=phase, planned={p.trial_key: p for p in todo.plans},
+                                     resume_from=todo.resume_from), spec, options, experiment)
         finally:
             if started_ray:
                 ray.shutdown()
-        return _outcome(plans, len(plans) - len(todo), experiment)
+        return _outcome(plans, len(plans) - len(todo.plans), experiment, fingerprints, todo.kept_stale)
 
 
-def _trial_context(spec: Spec, options: RunOptions, name: str) -> TrialContext:
-    """What every trial of the experiment shares; it travels to the workers once, through Ray's object store."""
+def _trial_context(spec: Spec, options: RunOptions, name: str, fingerprints: Mapping[str, str],
+                   resources: TrialResources) -> TrialContext:
+    """What every trial of the experiment shares; it travels to the workers once, through Ray's object store.
+    The command line is the driver's: a Ray worker has its own."""
     variant_list = variants(spec)
     return TrialContext(
         experiment=name, budget=options.budget, common=base_overrides(spec, options.budget, options.cli_overrides()),
         variants={variant_key(v): variant_overrides(spec, v) for v in variant_list},
         variant_values={variant_key(v): v for v in variant_list},
-        threads=max(1, int(options.cpus_per_trial or spec.cpus_per_trial)),
-        tune_seed=tuning_seed(resolve_seeds(spec, options.budget, options.seeds)))
+        resources=resources.request(), threads=max(1, int(resources.cpu)),
+        tune_seed=tuning_seed(resolve_seeds(spec, options.budget, options.seeds)),
+        fingerprints=dict(fingerprints), command=tuple(sys.argv))
 
 
-def _unfinished(plans: list[TrialPlan], experiment: Location) -> tuple[list[TrialPlan], dict[str, str]]:
-    """The plans without a finished result, and for those that ran before, the checkpoint to continue from."""
-    done = scan_results(experiment)
-    todo = [p for p in plans if done.get(p.config_hash, {}).get("status") != "finished"]
-    resume_from = {p.config_hash: checkpoint for p in todo if p.config_hash in done
+@dataclass
+class _Todo:
+    plans: list[TrialPlan]  # the trials to run
+    resume_from: dict[str, str]  # config hash → the checkpoint an unfinished trial continues from
+    kept_stale: int  # finished results of other code or data that are reused (--keep-stale)
+
+
+def _unfinished(plans: list[TrialPlan], experiment: Location, fingerprints: Mapping[str, str],
+                stale: str | None) -> _Todo:
+    """The plans without a finished result, and for those that ran before, the checkpoint to continue from.
+
+    A finished result of other code or data (or of unknown ones: written before fingerprints were recorded) is
+    refused with StaleResults, unless `stale` is "rerun" (trained again, in a new trial folder: the old result
+    stays, superseded) or "keep" (reused). An unfinished trial of other code or data starts over."""
+    done = scan_results(experiment, fingerprints)
+    finished = {p.config_hash for p in plans if done.get(p.config_hash, {}).get("status") == "finished"}
+    outdated = {h for h in finished if not _current(done[h], fingerprints)}
+    if outdated and stale is None:
+        raise StaleResults(_stale_message([done[h] for h in outdated], len(finished), fingerprints, experiment))
+    if outdated:
+        _say(f"{'training again' if stale == 'rerun' else 'keeping'} {len(outdated)} finished trials of other code "
+             f"or data (--{stale}-stale)")
+    skip = finished - outdated if stale == "rerun" else finished
+    todo = [p for p in plans if p.config_hash not in skip]
+    again = [p for p in todo if p.config_hash in done and not _current(done[p.config_hash], fingerprints)
+             and p.config_hash not in outdated]
+    if again:
+        _say(f"{len(again)} unfinished trials ran on other code or data: they start over instead of continuing "
+             "from their checkpoints")
+    resume_from = {p.config_hash: checkpoint for p in todo
+                   if p.config_hash in done and _current(done[p.config_hash], fingerprints)
                    for checkpoint in [_latest_checkpoint(experiment, done[p.config_hash]["_dir"])] if checkpoint}
-    return todo, resume_from
+    return _Todo(todo, resume_from, len(outdated) if stale == "keep" else 0)
+
+
+def _stale_message(stale: list[dict[str, Any]], finished: int, fingerprints: Mapping[str, str],
+                   experiment: Location) -> str:
+    """One line: how many finished results are stale and why, and the two ways on."""
+    unknown = sum(1 for r in stale if CODE not in r or DATA not in r)
+    known = [r for r in stale if CODE in r and DATA in r]
+    reasons = {"code differs": sum(1 for r in known if r[CODE] != fingerprints[CODE]),
+               "data differs": sum(1 for r in known if r[DATA] != fingerprints[DATA]),
+               "not recorded (older results)": unknown}
+    why = ", ".join(f"{what}: {count}" for what, count in reasons.items() if count)
+    return (f"{len(stale)} of {finished} finished trials in {experiment.uri} were trained on other code or data "
+            f"than this run's ({why}); pass --rerun-stale to train them again, or --keep-stale to reuse them")
 
 
 def _run_planned(context: TrialContext, spec: Spec, options: RunOptions, experiment: Location) -> None:
@@ -318,9 +420,10 @@ def _run_planned(context: TrialContext, spec: Spec, options: RunOptions, experim
     _tune(context, search, len(context.planned), spec, options, experiment, label)
 
 
-def _outcome(plans: list[TrialPlan], skipped: int, experiment: Location) -> Outcome:
+def _outcome(plans: list[TrialPlan], skipped: int, experiment: Location, fingerprints: Mapping[str, str],
+             kept_stale: int) -> Outcome:
     """Every planned trial as finished or failed, from the result files; none silently absent."""
-    results = scan_results(experiment)
+    results = scan_results(experiment, fingerprints)
     hashes = {p.config_hash for p in plans}
     finished = [r for h, r in results.items() if h in hashes and r.get("status") == "finished"]
     failed = [r for h, r in results.items() if h in hashes and r.get("status") != "finished"]
@@ -334,7 +437,8 @@ def _outcome(plans: list[TrialPlan], skipped: int, experiment: Location) -> Outc
     failed += [{"config_hash": p.config_hash, "variant_key": p.variant_key, "seed": p.seed, "status": "missing",
                 "error": f"no {RESULT} was recorded (see error.txt under {experiment.uri})"}
                for p in plans if p.config_hash not in results]
-    return Outcome(experiment, len(plans), skipped, finished, failed, _storage_problem(experiment) if failed else None)
+    return Outcome(experiment, len(plans), skipped, finished, failed, _storage_problem(experiment) if failed else None,
+                   kept_stale)
 
 
 def _tune_then_take_best(plans: list[TrialPlan], spec: Spec, options: RunOptions, experiment: Location,
@@ -377,8 +481,7 @@ def _tune_variants(spec: Spec, options: RunOptions, experiment: Location,
                                           reduction_factor=spec.search.scheduler["reduction_factor"])
             label = f"tune-{_slug(key)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
             # TPE learns from finished samples: suggest no more at once than can run at once
-            slots = int(ray.cluster_resources().get("CPU", 1) // (options.cpus_per_trial or spec.cpus_per_trial))
-            _tune(context, search, remaining, spec, options, experiment, label, scheduler, max(1, slots))
+            _tune(context, search, remaining, spec, options, experiment, label, scheduler, _slots(context.resources))
             study = optuna.load_study(study_name=study_name, storage=storage)
         best[key] = dict(study.best_trial.params)
         _say(f"best for {key}: {best[key]} ({spec.metric} {study.best_value:.2f})")
@@ -402,9 +505,14 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text)
 
 
-def _record_experiment(experiment: Location, spec: Spec, options: RunOptions, name: str) -> None:
-    """experiment.json and the spec as run, written before any trial so the folder explains itself. The first
-    write: an unwritable folder or a full disk stops the run here, before any trial, with one line."""
+def _record_experiment(experiment: Location, spec: Spec, options: RunOptions, name: str) -> dict[str, Any]:
+    """experiment.json and the spec as run, written before any trial so the folder explains itself; the record.
+    The first write: an unwritable folder or a full disk stops the run here, before any trial, with one line.
+
+    `kept_stale` counts the finished results of other code or data the experiment reuses (--keep-stale), for the
+    report to say so: the last run's count stands until this run has decided (`_record_kept_stale`)."""
+    marker = experiment.child(EXPERIMENT)
+    previous = read_json(marker) if marker.exists() else {}
     record = {"format_version": EXPERIMENT_FORMAT, "name": name, "description": spec.description,
               "factors": {f.key: list(f.values) for f in spec.factors},
               "factor_labels": {f.key: f.label for f in spec.factors}, "variants": variants(spec),
@@ -412,30 +520,48 @@ def _record_experiment(experiment: Location, spec: Spec, options: RunOptions, na
               "seeds": list(resolve_seeds(spec, options.budget, options.seeds)),
               "dataset": options.dataset or spec.base.get("data.dataset", "ma52"), "budget": options.budget,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "spec": spec.to_dict(), "options": {k: v for k, v in vars(options).items()}}
+              "spec": spec.to_dict(), "options": {k: v for k, v in vars(options).items()},
+              "kept_stale": previous.get("kept_stale", 0) if isinstance(previous, dict) else 0}
+    try:
+        write_experiment_json(marker, record)
+        experiment.child(SPEC_AS_RUN).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    except OSError as error:
+        raise cannot_write(experiment.uri, error) from None
+    return record
+
+
+def _record_kept_stale(experiment: Location, record: dict[str, Any], kept: int) -> None:
+    """experiment.json with this run's count of reused stale results, if it changed."""
+    if record["kept_stale"] == kept:
+        return
+    record["kept_stale"] = kept
     try:
         write_experiment_json(experiment.child(EXPERIMENT), record)
-        experiment.child(SPEC_AS_RUN).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     except OSError as error:
         raise cannot_write(experiment.uri, error) from None
 
 
-def _prepare_data(plan: TrialPlan) -> None:
-    """Make the data ready once, before any trial: generate the synthetic set, or check the real folder exists."""
+def _prepare_data(plan: TrialPlan) -> tuple[int, int] | None:
+    """Make the data ready once, before any trial: generate the synthetic set, or check the real folder exists.
+    The train and val clip counts, where they are known without reading a remote folder."""
     data = plan.config.data
     if data.root is None:
         started = time.perf_counter()
         root = ensure_synthetic(seed=data.synthetic_seed, clips_per_class=data.synthetic_clips_per_class,
                                 long_tail=data.synthetic_long_tail)
         _say(f"synthetic MA-52 data ready in {root} ({time.perf_counter() - started:.1f}s)")
-    elif "://" not in data.root and not os.path.exists(data.root):
+        train, val = (sum(split_counts(split, data.synthetic_clips_per_class, data.synthetic_long_tail,
+                                       data.synthetic_seed)) for split in ("train", "val"))
+        return train, val
+    if "://" in data.root:
+        return None
+    if not os.path.exists(data.root):
         raise FileNotFoundError(f"data folder {data.root} does not exist; pass --data-root with the folder "
                                 f"holding {data.dataset}'s files")
-    elif "://" not in data.root:
-        # Read and validate the splits once here: bad files (wrong joints, labels out of range, a corrupt or
-        # code-carrying pickle) stop the run with one line, instead of failing every trial on every retry.
-        started = time.perf_counter()
-        layout = get_layout(data.dataset)
-        counts = [len(read_split(data.root, split, layout, data.format)) for split in ("train", "val")]
-        _say(f"data in {data.root} checked: {counts[0]} train and {counts[1]} val clips "
-             f"({time.perf_counter() - started:.1f}s)")
+    # Read and validate the splits once here: bad files (wrong joints, labels out of range, a corrupt or
+    # code-carrying pickle) stop the run with one line, instead of failing every trial on every retry.
+    started = time.perf_counter()
+    layout = get_layout(data.dataset)
+    train, val = (len(read_split(data.root, split, layout, data.format)) for split in ("train", "val"))
+    _say(f"data in {data.root} checked: {train} train and {val} val clips ({time.perf_counter() - started:.1f}s)")
+    return train, val

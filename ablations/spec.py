@@ -1,9 +1,9 @@
 """Experiment specs: YAML files in this folder, read with line numbers and validated into a `Spec`.
 
 A spec names the variants to compare (a grid of `factors`, with `rules` that switch dependent options and
-`exclude` for impossible combinations), the seeds, the metric, budgets by name, resources per trial and optionally
-a search space that tunes every variant before the final runs. Every mistake is reported as one line,
-`file:line: what is wrong (and what to write instead)`.
+`exclude` for impossible combinations), the seeds, the metric, budgets by name, resources per trial (for every
+budget, or per budget) and optionally a search space that tunes every variant before the final runs. Every mistake
+is reported as one line, `file:line: what is wrong (and what to write instead)`.
 """
 from __future__ import annotations
 
@@ -20,7 +20,13 @@ from search_spaces import SearchSpaceError, load_search_space
 SPEC_DIR = Path(__file__).resolve().parent
 SCHEDULERS = ("asha",)
 _TOP_LEVEL = ("name", "description", "base", "factors", "rules", "exclude", "reference", "seeds", "metric", "mode",
-              "budgets", "search", "resources")
+              "budgets", "search", "resources", "ensembles")
+STREAM_FACTOR = "data.modality"  # ensembles fuse models trained on different values of this factor
+_RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial")
+# The GPU share a trial asks for under each budget where neither the spec nor the command line names one, and only
+# on a cluster that has GPUs. MMN is small: two trials on one GPU trained 1.26x as fast as one, in 8 GiB each (fp32,
+# docs/performance.md#trials-per-gpu), hence half a GPU under paper. quick is meant for a CPU.
+DEFAULT_GPUS_PER_TRIAL = {"paper": 0.5, "quick": 0.0}
 
 
 class SpecError(ValueError):
@@ -48,6 +54,14 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What one trial of a budget asks Ray for; `gpus` None is the budget's DEFAULT_GPUS_PER_TRIAL."""
+
+    cpus: float = 1.0
+    gpus: float | None = None
+
+
+@dataclass(frozen=True)
 class Search:
     space: str
     samples: int
@@ -69,8 +83,8 @@ class Spec:
     mode: str
     budgets: Mapping[str, Budget]
     search: Search | None
-    cpus_per_trial: float
-    gpus_per_trial: float
+    resources: Mapping[str, Resources]  # budget name → what its trials ask for
+    ensembles: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # name → {stream: weight}
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data (what experiment.json records)."""
@@ -85,7 +99,8 @@ class Spec:
                             "samples": b.samples} for n, b in self.budgets.items()},
             "search": None if self.search is None else {"space": self.search.space, "samples": self.search.samples,
                                                         "scheduler": self.search.scheduler},
-            "resources": {"cpus_per_trial": self.cpus_per_trial, "gpus_per_trial": self.gpus_per_trial},
+            "resources": {n: {"cpus_per_trial": r.cpus, "gpus_per_trial": r.gpus} for n, r in self.resources.items()},
+            "ensembles": {name: dict(weights) for name, weights in self.ensembles.items()},
         }
 
     def varied_keys(self) -> dict[str, str]:
@@ -185,19 +200,46 @@ class _Parser:
             raise self.fail(data, "mode", f"mode must be max or min, got {mode!r}")
         budgets = self.budgets(data.get("budgets") or {})
         search = self.search(data["search"]) if data.get("search") else None
-        resources = data.get("resources") or {}
-        if resources:
-            self.unknown_keys(resources, ("cpus_per_trial", "gpus_per_trial"), "resource")
-        cpus, gpus = resources.get("cpus_per_trial", 1), resources.get("gpus_per_trial", 0)
-        if not (isinstance(cpus, (int, float)) and cpus > 0):
-            raise self.fail(resources, "cpus_per_trial", f"cpus_per_trial must be a positive number, got {cpus!r}")
-        if not (isinstance(gpus, (int, float)) and gpus >= 0 and (gpus <= 1 or float(gpus).is_integer())):
-            raise self.fail(resources, "gpus_per_trial",
-                            f"gpus_per_trial must be a fraction in [0, 1] or a whole number, got {gpus!r}")
+        ensembles = self.ensembles(data, by_key)
+        resources = self.resources(data.get("resources") or {})
         return Spec(name=name, description=str(data.get("description", "")).strip(), path=self.path, base=base,
                     factors=factors, rules=rules, exclude=exclude, reference=reference, seeds=seeds, metric=metric,
-                    mode=mode, budgets=budgets, search=search, cpus_per_trial=float(cpus),
-                    gpus_per_trial=float(gpus))
+                    mode=mode, budgets=budgets, search=search, resources=resources, ensembles=ensembles)
+
+    def resources(self, data: Any) -> dict[str, Resources]:
+        """Per budget: the values given for every budget, then the budget's own, e.g.
+        `resources: {cpus_per_trial: 1, paper: {gpus_per_trial: 0.25}}`."""
+        if not isinstance(data, dict):
+            raise self.fail(data, None, "resources must be {cpus_per_trial: N, gpus_per_trial: F}, optionally per "
+                                        "budget, e.g. {paper: {gpus_per_trial: 0.25}}")
+        self.unknown_keys(data, (*_RESOURCE_KEYS, *BUDGETS), "resource")
+        every = self.resource_values(data)
+        resources = {}
+        for budget in BUDGETS:
+            own = data.get(budget) or {}
+            if not isinstance(own, dict):
+                raise self.fail(data, budget, f"resources of budget {budget} must be {{cpus_per_trial: N, "
+                                              f"gpus_per_trial: F}}")
+            self.unknown_keys(own, _RESOURCE_KEYS, f"resource of budget {budget}")
+            resources[budget] = Resources(**{**every, **self.resource_values(own)})
+        return resources
+
+    def resource_values(self, data: Mapping[str, Any]) -> dict[str, float]:
+        """The Resources fields that `data` sets, each checked."""
+        values = {}
+        if "cpus_per_trial" in data:
+            cpus = data["cpus_per_trial"]
+            if isinstance(cpus, bool) or not (isinstance(cpus, (int, float)) and cpus > 0):
+                raise self.fail(data, "cpus_per_trial", f"cpus_per_trial must be a positive number, got {cpus!r}")
+            values["cpus"] = float(cpus)
+        if "gpus_per_trial" in data:
+            gpus = data["gpus_per_trial"]
+            if isinstance(gpus, bool) or not (isinstance(gpus, (int, float)) and gpus >= 0
+                                              and (gpus <= 1 or float(gpus).is_integer())):
+                raise self.fail(data, "gpus_per_trial",
+                                f"gpus_per_trial must be a fraction in [0, 1] or a whole number, got {gpus!r}")
+            values["gpus"] = float(gpus)
+        return values
 
     def factors(self, data: Any) -> tuple[Factor, ...]:
         if not isinstance(data, YamlMap) or not data:
@@ -281,3 +323,35 @@ class _Parser:
             scheduler = {"type": "asha", "grace_period": int(scheduler.get("grace_period", 1)),
                          "reduction_factor": int(scheduler.get("reduction_factor", 2))}
         return Search(str(data["space"]), samples, scheduler)
+
+    def ensembles(self, spec: YamlMap, factors: Mapping[str, Factor]) -> dict[str, dict[str, float]]:
+        """Stream ensembles, e.g. `ensembles: {2s: {joint: 1, bone: 1}}`: name → {stream: weight}, each stream a
+        value of the data.modality factor (a model trained on it), fused by the report."""
+        data = spec.get("ensembles")
+        if data is None:  # absent, or left empty
+            return {}
+        if not isinstance(data, YamlMap) or not data:
+            raise self.fail(spec, "ensembles", "ensembles must map names to {stream: weight}, e.g. "
+                                               "'2s: {joint: 1, bone: 1}'")
+        if STREAM_FACTOR not in factors:
+            raise self.fail(spec, "ensembles", f"ensembles fuse models trained on different streams: they need a "
+                                               f"{STREAM_FACTOR} factor (factors: {', '.join(factors)})")
+        streams = [str(value) for value in factors[STREAM_FACTOR].values]
+        ensembles = {}
+        for name, weights in data.items():
+            if str(name) in streams:
+                raise self.fail(data, name, f"ensemble {name!r} is named like a stream; name it e.g. 2s or 4s")
+            if not isinstance(weights, dict) or len(weights) < 2:
+                raise self.fail(data, name, f"ensemble {name} must map two or more streams to weights, e.g. "
+                                            f"{{joint: 1, bone: 1}}")
+            for stream, weight in weights.items():
+                if str(stream) not in streams:
+                    close = closest(str(stream), streams)
+                    hint = f"did you mean {close}? " if close else ""
+                    raise self.fail(weights, stream, f"ensemble {name}: {stream!r} is not a value of the "
+                                                     f"{STREAM_FACTOR} factor; {hint}streams: {', '.join(streams)}")
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 < weight < float("inf"):
+                    raise self.fail(weights, stream, f"ensemble {name}: the weight of {stream} must be a positive "
+                                                     f"number, got {weight!r}")
+            ensembles[str(name)] = {str(stream): float(weight) for stream, weight in weights.items()}
+        return ensembles

@@ -2,6 +2,8 @@
 
 A trial's config from the searcher is small: the key of a planned trial (grid phase), or the sampled values plus
 the variant (tuning phase). Everything else travels once per experiment in `TrialContext` through the object store.
+Each result.json records what the trial was given (CPUs, GPU share, the GPUs Ray assigned), the fingerprints of the
+code and data the runner saw, and the provenance (versions, git, GPU, the driver's command line).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from ray import tune
 
 from mmn.atomic import write_bytes
 from mmn.folders import CHECKPOINT, RECORDED_METRICS, TRIAL_STATE
+from mmn.provenance import provenance
 from mmn.train import TrainingDiverged, fit
 
 from .expand import TrialPlan, build_config
@@ -32,8 +35,11 @@ class TrialContext:
     phase: str = "grid"  # grid (every variant × seed), tune (search samples) or final (the best, on every seed)
     planned: Mapping[str, TrialPlan] = field(default_factory=dict)  # trial key → its plan (grid and final phases)
     resume_from: Mapping[str, str] = field(default_factory=dict)  # config hash → checkpoint folder of a past run
+    resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})  # each trial's request
     threads: int = 1
     tune_seed: int = 1
+    fingerprints: Mapping[str, str] = field(default_factory=dict)  # code_fingerprint, data_fingerprint
+    command: tuple[str, ...] = ()  # the driver's command line
 
 
 def _restore(checkpoint_dir: Path, config_hash: str, context: TrialContext) -> None:
@@ -78,6 +84,12 @@ def _result_dir() -> Path:
     return folder
 
 
+def _given() -> dict[str, Any]:
+    """What Ray gave this trial: CPUs, GPU share and the ids of the GPUs it made visible."""
+    granted = tune.get_context().get_trial_resources().required_resources
+    return {"cpu": granted.get("CPU", 0), "gpu": granted.get("GPU", 0), "gpu_ids": list(ray.get_gpu_ids())}
+
+
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     if "trial_key" in config:  # grid or final phase: a planned trial
         plan = context.planned[config["trial_key"]]
@@ -97,9 +109,15 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     def report(record: dict[str, Any], folder: Path | None) -> None:
         tune.report(record, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
+    given = _given()
+    if given["gpu"] and run_config.train.device == "auto" and not torch.cuda.is_available():
+        print(f"[ablations] Ray gave this trial GPU {given['gpu_ids']} but torch sees no CUDA device (a CPU build of "
+              f"torch {torch.__version__}?): it trains on the CPU", file=sys.stderr)
     extra = {"experiment": context.experiment, "trial_id": trial_context.get_trial_id(),
              "node_id": ray.get_runtime_context().get_node_id(), "variant": dict(variant), "variant_key": variant_key,
-             "search": {"phase": context.phase, "sampled": sampled} if sampled or context.phase == "tune" else None}
+             "search": {"phase": context.phase, "sampled": sampled} if sampled or context.phase == "tune" else None,
+             "resources": given, **context.fingerprints,
+             "provenance": provenance(run_config.train.device, context.command)}
     try:
         fit(run_config, on_epoch=report, checkpoint_dir=checkpoint_dir, out_dir=_result_dir(), extra=extra,
             progress=False)

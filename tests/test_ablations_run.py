@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,10 +14,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import ray
 
+from ablations import run as ablations_run
 from ablations.runner import RunOptions, run_experiment, scan_results
 from ablations.spec import load_spec
 from ablations.storage import locate
+from mmn.config import DataConfig
+from mmn.provenance import data_fingerprint, git_state
 from tests.helpers.processes import trial_workers
 
 pytestmark = pytest.mark.ray  # every test here runs trials on the session's Ray instance
@@ -57,7 +62,8 @@ def test_experiment_runs_records_everything_and_a_rerun_skips_finished_trials(ra
     assert experiment["variants"] == [{"model.mtm": True}, {"model.mtm": False}]
     record = outcome.finished[0]
     for key in ("config", "config_hash", "final", "best", "params", "gflops", "throughput", "seed", "versions",
-                "hardware", "wall_time_s", "variant", "trial_id"):
+                "hardware", "wall_time_s", "variant", "trial_id", "resources", "code_fingerprint", "data_fingerprint",
+                "provenance"):
         assert record.get(key) is not None, key
     assert record["epochs_completed"] == 1 and record["variant"] in ({"model.mtm": True}, {"model.mtm": False})
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "study.journal")))
@@ -127,3 +133,35 @@ def test_tuning_gives_every_variant_the_same_budget_then_reruns_the_best(ray_ses
         for key, value in tuned.best_trial.params.items():
             section, name = key.split(".")
             assert final["config"][section][name] == pytest.approx(value)
+
+
+@pytest.mark.slow
+def test_paper_run_without_gpus_says_it_trains_on_cpu_and_records_what_it_was_given(ray_session, tmp_path, capsys,
+                                                                                       monkeypatch):
+    """The session's Ray has no GPUs: a paper trial asks for none, the run says in one line that it trains on CPU
+    and roughly how long an epoch takes, and the result records the resources, fingerprints and provenance."""
+    monkeypatch.setattr(ablations_run, "_report", lambda outcome: None)
+    spec = tmp_path / "one.yaml"
+    spec.write_text("name: one\nfactors:\n  model.mtm: [true]\nseeds: 1\n")
+    tiny = {"model.embed_dim": 16, "model.depth": 1, "model.num_scales": 1, "data.synthetic_clips_per_class": 1,
+            "model.num_frames": 8, "train.batch_size": 8}
+    sets = [arg for key, value in tiny.items() for arg in ("--set", f"{key}={value}")]
+    assert ablations_run.main([str(spec), "--budget", "paper", "--storage", str(tmp_path / "runs"), "--epochs", "1",
+                               *sets]) == 0
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "trains on CPU" in line]
+    assert re.fullmatch(r"\[ablations\] the cluster has no GPUs: each trial trains on CPU \(1 CPU\); one epoch "
+                        r"takes roughly \d+ s \(52 train and 104 val clips at [\d.]+ train clips/s on 1 thread, "
+                        r"timed here\); to wait for GPU workers that an autoscaler starts, pass --gpus-per-trial",
+                        line), line
+    (record,) = _results(tmp_path / "runs" / "one")
+    assert record["status"] == "finished"
+    assert record["resources"] == {"cpu": 1, "gpu": 0, "gpu_ids": []} and record["hardware"]["device"] == "cpu"
+    assert record["data_fingerprint"] == data_fingerprint(DataConfig(synthetic_clips_per_class=1))
+    assert re.fullmatch(r"[0-9a-f]{16}", record["code_fingerprint"])
+    provenance = record["provenance"]
+    assert provenance["command"] == sys.argv  # the driver's command line (pytest's here), not the Ray worker's
+    assert provenance.get("git") == git_state()  # a commit and whether the tree is dirty, in a checkout
+    assert provenance["gpu"] is None
+    versions = provenance["versions"]
+    assert (versions["ray"], versions["optuna"]) == (ray.__version__, optuna.__version__)
+    assert {"python", "torch", "cuda", "cudnn", "numpy"} <= set(versions)

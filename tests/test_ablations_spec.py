@@ -10,14 +10,14 @@ import pytest
 from ablations.expand import expand
 from ablations.spec import SpecError, list_specs, load_spec
 
-SHIPPED = ["msm_mtm", "modulation", "depth", "pos_enc", "scales", "branches", "tune"]
+SHIPPED = ["msm_mtm", "modulation", "depth", "pos_enc", "scales", "branches", "tune", "streams"]
 
 
 def test_every_shipped_spec_loads_and_expands():
     assert sorted(name for name, _ in list_specs()) == sorted(SHIPPED)
     counts = {name: len(expand(load_spec(name), "quick", seeds=1)) for name in SHIPPED}
     assert counts == {"msm_mtm": 4, "modulation": 4, "depth": 4, "pos_enc": 4, "scales": 12, "branches": 7,
-                      "tune": 2}
+                      "tune": 2, "streams": 4}
 
 
 def test_msm_mtm_quick_runs_four_variants_on_two_seeds():
@@ -141,4 +141,99 @@ def test_cli_list_and_dry_run():
     assert listing.returncode == 0 and all(name in listing.stdout for name in SHIPPED)
     dry = _cli("msm_mtm", "--dry-run", "--seeds", "3", "--gpus-per-trial", "0.25")
     assert dry.returncode == 0
-    assert "12 trials; each 1 CPU, 0.25 GPU" in dry.stdout and "msm=off,mtm=false,seed=3" in dry.stdout
+    assert "12 trials;" in dry.stdout and "msm=off,mtm=false,seed=3" in dry.stdout
+    assert "each trial gets 1 CPU, 0.25 GPU, device cuda, whether or not the cluster has GPUs" in dry.stdout
+
+
+# --- resources per budget: a GPU share under paper where the cluster has GPUs, none under quick -------------------
+
+def test_resources_are_chosen_per_budget_and_cluster(tmp_path):
+    from ablations.resources import trial_resources
+    from ablations.spec import Resources
+
+    plain = load_spec(_spec(tmp_path, "name: x\nfactors:\n  model.mtm: [true]\n"))
+    paper_gpu, paper_cpu = (trial_resources(plain, "paper", "auto", has_gpus) for has_gpus in (True, False))
+    assert (paper_gpu.cpu, paper_gpu.gpu, paper_gpu.device) == (1, 0.5, "cuda")
+    assert (paper_cpu.gpu, paper_cpu.device) == (0, "cpu")
+    assert trial_resources(plain, "quick", "auto", True).gpu == 0
+    assert trial_resources(plain, "paper", "cpu", True).gpu == 0  # trials set to the CPU reserve no GPU
+    # The command line's share is asked for as given, even where the cluster has no GPUs (yet).
+    assert trial_resources(plain, "quick", "auto", False, cpus=2, gpus=0.25).request() == {"cpu": 2, "gpu": 0.25}
+
+    path = tmp_path / "own.yaml"
+    path.write_text("name: x\nfactors:\n  model.mtm: [true]\n"
+                    "resources: {cpus_per_trial: 2, paper: {gpus_per_trial: 0.25}}\n")
+    own = load_spec(path)
+    assert own.resources == {"paper": Resources(cpus=2, gpus=0.25), "quick": Resources(cpus=2, gpus=None)}
+    assert str(trial_resources(own, "paper", "auto", True)) == "2 CPU, 0.25 GPU, device cuda"
+    assert trial_resources(own, "paper", "auto", False).gpu == 0
+
+
+@pytest.mark.parametrize("resources, message", [
+    ("{paper: {gpus_per_trial: 1.5}}", r"bad.yaml:4: gpus_per_trial must be a fraction in \[0, 1\] or a whole number"),
+    ("{fast: {gpus_per_trial: 1}}", r"bad.yaml:4: unknown resource 'fast'"),
+    ("{quick: {gpus_per_trail: 1}}",
+     r"bad.yaml:4: unknown resource of budget quick 'gpus_per_trail' \(did you mean 'gpus_per_trial'\?\)"),
+    ("{cpus_per_trial: 0}", r"bad.yaml:4: cpus_per_trial must be a positive number, got 0"),
+])
+def test_bad_resources_get_one_line_errors(tmp_path, resources, message):
+    with pytest.raises(SpecError, match=message):
+        load_spec(_spec(tmp_path, f"name: x\nfactors:\n  model.mtm: [true]\nresources: {resources}\n"))
+
+
+def test_dry_run_says_what_a_trial_gets_with_and_without_gpus(capsys):
+    from ablations import run as ablations_run
+
+    assert ablations_run.main(["msm_mtm", "--dry-run", "--budget", "paper"]) == 0
+    assert ("each trial gets 1 CPU, 0.5 GPU, device cuda where the cluster has GPUs; 1 CPU, 0 GPU, device cpu "
+            "where it has none") in capsys.readouterr().out
+    assert ablations_run.main(["msm_mtm", "--dry-run"]) == 0
+    assert "each trial gets 1 CPU, 0 GPU, device cpu, whether or not the cluster has GPUs" in capsys.readouterr().out
+
+
+# --- stream ensembles: the streams spec, and each kind of mistake in `ensembles` ------------------------------------
+
+STREAMS_SPEC = "name: x\nfactors:\n  data.modality: [joint, bone, joint_motion]\n"
+
+
+def test_streams_spec_trains_four_streams_and_records_its_ensembles(capsys):
+    from ablations import run as ablations_run
+
+    spec = load_spec("streams")
+    assert spec.ensembles == {"2s": {"joint": 1.0, "bone": 1.0},
+                              "4s": {"joint": 2.0, "bone": 2.0, "joint_motion": 1.0, "bone_motion": 1.0}}
+    assert spec.to_dict()["ensembles"] == spec.ensembles  # experiment.json's "spec" carries them to the report
+    assert spec.reference == {"data.modality": "joint"} and not spec.rules and not spec.exclude
+    assert ablations_run.main(["streams", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    streams = ["joint", "bone", "joint_motion", "bone_motion"]
+    assert "8 trials;" in printed
+    assert all(f"modality={stream},seed={seed} " in printed for stream in streams for seed in (1, 2))
+
+
+@pytest.mark.parametrize("ensembles, message", [
+    ("ensembles:\n  2s: {joint: 1, bone: 1}\n",
+     r"bad.yaml:4: ensembles fuse models trained on different streams: they need a data.modality factor "
+     r"\(factors: model.mtm\)"),
+    ("ensembles: [joint, bone]\n", r"bad.yaml:5: ensembles must map names to \{stream: weight\}"),
+    ("ensembles:\n  2s: {joint: 1, bnoe: 1}\n",
+     r"bad.yaml:6: ensemble 2s: 'bnoe' is not a value of the data.modality factor; did you mean bone\? "
+     r"streams: joint, bone, joint_motion"),
+    ("ensembles:\n  2s: {joint: 1, bone_motion: 1}\n",
+     r"bad.yaml:6: ensemble 2s: 'bone_motion' is not a value of the data.modality factor"),
+    ("ensembles:\n  2s:\n    joint: 1\n    bone: 0\n",
+     r"bad.yaml:8: ensemble 2s: the weight of bone must be a positive number, got 0"),
+    ("ensembles:\n  2s: {joint: heavy, bone: 1}\n",
+     r"bad.yaml:6: ensemble 2s: the weight of joint must be a positive number, got 'heavy'"),
+    ("ensembles:\n  2s: {joint: true, bone: 1}\n",
+     r"bad.yaml:6: ensemble 2s: the weight of joint must be a positive number, got True"),
+    ("ensembles:\n  2s: {joint: 1}\n", r"bad.yaml:6: ensemble 2s must map two or more streams to weights"),
+    ("ensembles:\n  bone: {joint: 1, joint_motion: 1}\n",
+     r"bad.yaml:6: ensemble 'bone' is named like a stream; name it e.g. 2s or 4s"),
+    ("ensemble:\n  2s: {joint: 1, bone: 1}\n", r"bad.yaml:5: unknown field 'ensemble' \(did you mean 'ensembles'\?\)"),
+])
+def test_bad_ensembles_get_one_line_errors(tmp_path, ensembles, message):
+    factors = "name: x\nfactors:\n  model.mtm: [true]\n" if "need a" in message else STREAMS_SPEC + "seeds: 2\n"
+    with pytest.raises(SpecError, match=message) as caught:
+        load_spec(_spec(tmp_path, factors + ensembles))
+    assert "\n" not in str(caught.value)

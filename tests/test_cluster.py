@@ -1,6 +1,7 @@
 """The cluster definitions (cluster.yaml, deploy/) pass the checks Ray applies to them, keep token authentication on
-and hold no secrets; and a real two-node Ray cluster with token authentication runs an experiment through
-`python -m ablations.run --address`, one trial on each node."""
+and hold no secrets; a real two-node Ray cluster with token authentication runs an experiment through
+`python -m ablations.run --address`, one trial on each node; and on a Ray instance with GPUs, paper trials get a GPU
+share and quick trials none."""
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -324,3 +326,48 @@ def test_two_node_cluster_runs_an_experiment_through_address(tmp_path):
     finally:
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+# --- GPU shares per budget -----------------------------------------------------------------------------------------
+
+# A Ray instance that declares two GPUs, started in a process of its own (the test session's Ray has none, and a
+# process holds one Ray), runs the same tiny experiment under paper, then quick.
+_GPU_DRIVER = """\
+import sys, tempfile, ray
+from ablations import run
+ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
+         _temp_dir=tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+run._report = lambda outcome: None  # no plots: this is about resources
+sys.exit(max(run.main([*sys.argv[1:], "--budget", budget, "--name", budget]) for budget in ("paper", "quick")))
+"""
+_SMALLEST = {"model.embed_dim": 16, "model.depth": 1, "model.num_scales": 1, "data.synthetic_clips_per_class": 1,
+             "model.num_frames": 8, "train.batch_size": 8}
+
+
+def _trial_records(folder: Path) -> list[dict[str, Any]]:
+    records = [json.loads(p.read_text()) for p in folder.rglob("result.json")]
+    return [r for r in records if "config_hash" in r]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_paper_trials_get_a_gpu_share_where_the_cluster_has_gpus_and_quick_trials_none(tmp_path):
+    spec = tmp_path / "one.yaml"
+    spec.write_text("name: one\nfactors:\n  model.mtm: [true]\nseeds: 1\n")
+    sets = [arg for key, value in _SMALLEST.items() for arg in ("--set", f"{key}={value}")]
+    driver = subprocess.run([sys.executable, "-c", _GPU_DRIVER, str(spec), "--storage", str(tmp_path / "runs"),
+                             "--epochs", "1", *sets], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    output = driver.stdout + driver.stderr
+    assert driver.returncode == 0, output[-4000:]
+    assert "each trial gets 1 CPU, 0.5 GPU, device cuda" in output and "each trial gets 1 CPU, 0 GPU" in output
+    (paper,) = _trial_records(tmp_path / "runs" / "paper")
+    (quick,) = _trial_records(tmp_path / "runs" / "quick")
+    assert paper["status"] == quick["status"] == "finished"
+    # Ray gave the paper trial half of one of its GPUs, and the quick trial none.
+    assert (paper["resources"]["cpu"], paper["resources"]["gpu"]) == (1, 0.5)
+    assert len(paper["resources"]["gpu_ids"]) == 1
+    assert quick["resources"] == {"cpu": 1, "gpu": 0, "gpu_ids": []}
+    # Where torch sees no CUDA device (a CPU build, a machine without GPUs), train.device=auto trains on the CPU
+    # in spite of the share, and the result says so.
+    assert paper["hardware"]["device"].startswith("cuda") == torch.cuda.is_available()
+    assert quick["hardware"]["device"] == "cpu"

@@ -1,5 +1,6 @@
 """Faults survived, nothing lost: the driver killed mid-sweep, a diverging trial, an unwritable or full results
-disk, and an experiment of many small trials. Real processes, a real Ray instance, real files.
+disk, and an experiment of many small trials; and finished results of other code or data are not mixed with new
+ones. Real processes, a real Ray instance, real files.
 
 A trial *worker* killed mid-trial and retried from its checkpoint is tested in tests/test_ablations_run.py.
 """
@@ -23,13 +24,15 @@ import pytest
 import torch
 
 from ablations import run as ablations_run
+from ablations import runner as ablations_runner
 from ablations.runner import RunOptions, plan_experiment
 from ablations.spec import load_spec
 from analysis import report as analysis_report
 from mmn import atomic as mmn_atomic
 from mmn import checkpoint as mmn_checkpoint
 from mmn import train as mmn_train
-from mmn.config import parse_assignments
+from mmn.config import DataConfig, parse_assignments
+from mmn.provenance import code_fingerprint, data_fingerprint, git_state
 from tests.helpers.processes import trial_workers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,8 +237,8 @@ def test_disk_full_mid_training_keeps_the_last_complete_epoch(tmp_path, capsys, 
     assert [json.loads(line)["epoch"] for line in (out / "history.jsonl").read_text().splitlines()] == [1]
     state = mmn_checkpoint.load_checkpoint(out, result["config"], result["config_hash"])
     assert state["epoch"] == 1
-    assert sorted(p.name for p in out.iterdir()) == ["best_val_predictions.npz", "checkpoint.pt", "history.jsonl",
-                                                     "result.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["best_val_predictions.npz", "best_weights.pt", "checkpoint.pt",
+                                                     "history.jsonl", "result.json"]
     # Space again: the same command continues after epoch 1 and finishes.
     monkeypatch.setattr(mmn_atomic, "os", os)
     assert mmn_train.main(args) == 0
@@ -355,3 +358,108 @@ def test_a_torn_last_record_of_the_optuna_journal_is_cut_before_the_next_run_app
     assert journal.read_bytes().startswith(whole)
     names = sorted(s.study_name for s in optuna.get_all_study_summaries(_journal(experiment)))
     assert names == ["earlier", "next"]
+
+
+# --- results that know their code and data -------------------------------------------------------------------------
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_results_of_other_code_or_data_are_refused_then_kept_or_trained_again(ray_session, tmp_path, capsys,
+                                                                                monkeypatch):
+    monkeypatch.setattr(ablations_run, "_report", lambda outcome: None)
+    # The code fingerprint the runner uses, pinned: the package is not edited in a test (and nobody else's edit
+    # during the test should count). The data fingerprint is the real one until the data "changes".
+    monkeypatch.setattr(ablations_runner, "code_fingerprint", lambda: "code-a")
+    spec = tmp_path / "fp.yaml"
+    spec.write_text("name: fp\nfactors:\n  model.mtm: [true]\nseeds: 1\n")
+    folder = tmp_path / "runs" / "fp"
+    args = [str(spec), "--storage", str(tmp_path / "runs"), "--epochs", "1", *SETS]
+    assert ablations_run.main(args) == 0
+    assert ablations_run.main(args) == 0
+    assert "1 of 1 trials already finished" in capsys.readouterr().err
+    ((first_path, first),) = _records(folder)
+    assert first["code_fingerprint"] == "code-a"
+    assert first["data_fingerprint"] == data_fingerprint(DataConfig(synthetic_clips_per_class=1))
+    kept = _snapshot([first_path])
+
+    # Other code and data: refused with one line, nothing run or written.
+    monkeypatch.setattr(ablations_runner, "code_fingerprint", lambda: "code-b")
+    monkeypatch.setattr(ablations_runner, "data_fingerprint", lambda data: "data-b")
+    assert ablations_run.main(args) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"error: 1 of 1 finished trials in {folder} were trained on other code or data than this run's (code "
+        f"differs: 1, data differs: 1); pass --rerun-stale to train them again, or --keep-stale to reuse them")
+    assert len(_records(folder)) == 1
+
+    # --keep-stale: reused, and experiment.json says so for the report.
+    assert ablations_run.main([*args, "--keep-stale"]) == 0
+    assert "1 of 1 trials finished (1 from earlier runs, 1 of them of other code or data (--keep-stale))" in \
+        capsys.readouterr().out
+    assert json.loads((folder / "experiment.json").read_text())["kept_stale"] == 1
+    assert len(_records(folder)) == 1 and _snapshot(kept) == kept
+
+    # --rerun-stale: trained again into a new trial folder; the old result stays, superseded.
+    assert ablations_run.main([*args, "--rerun-stale"]) == 0
+    by_code = {record["code_fingerprint"]: (path, record) for path, record in _records(folder)}
+    assert set(by_code) == {"code-a", "code-b"} and _snapshot(kept) == kept
+    new_path, new = by_code["code-b"]
+    assert new["status"] == "finished" and new["data_fingerprint"] == "data-b" and new_path.parent != first_path.parent
+    assert json.loads((folder / "experiment.json").read_text())["kept_stale"] == 0
+    capsys.readouterr()
+    assert ablations_run.main(args) == 0
+    assert "1 of 1 trials already finished" in capsys.readouterr().err
+
+    # A result written before fingerprints were recorded is stale too.
+    del new["code_fingerprint"], new["data_fingerprint"]
+    new_path.write_text(json.dumps(new))
+    assert ablations_run.main(args) == 2
+    assert "(not recorded (older results): 1); pass --rerun-stale" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_code_fingerprint_follows_the_python_sources_of_the_three_packages(tmp_path):
+    for package in ("mmn", "ablations", "search_spaces"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "a.py").write_text("x = 1\n")
+    first = code_fingerprint(tmp_path)
+    (tmp_path / "mmn" / "notes.yaml").write_text("not code\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("assert True\n")
+    assert code_fingerprint(tmp_path) == first
+    (tmp_path / "search_spaces" / "a.py").write_text("x = 2\n")
+    assert code_fingerprint(tmp_path) != first
+    assert re.fullmatch(r"[0-9a-f]{16}", code_fingerprint())  # the installed packages'
+
+
+def test_data_fingerprint_follows_the_files_or_the_generator_settings(tmp_path):
+    assert data_fingerprint(DataConfig()) == data_fingerprint(DataConfig())
+    assert data_fingerprint(DataConfig()) != data_fingerprint(DataConfig(synthetic_seed=1))
+    split = tmp_path / "train_data.pkl"
+    split.write_bytes(b"12345")
+    real = DataConfig(root=str(tmp_path))
+    first = data_fingerprint(real)
+    (tmp_path / ".lock").write_text("")  # hidden files are not data
+    assert data_fingerprint(real) == first
+    os.utime(split, (1e9, 1e9))  # touched, or copied to another node without its times: the same data
+    assert data_fingerprint(real) == first
+    split.write_bytes(b"12346")  # same size, other bytes
+    assert data_fingerprint(real) != first
+    second = data_fingerprint(real)
+    (tmp_path / "val_data.pkl").write_bytes(b"")  # another file
+    assert data_fingerprint(real) != second
+
+
+def test_git_state_of_a_checkout_and_none_without_git(tmp_path, monkeypatch):
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    subprocess.run([*git, "add", "a.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    state = git_state.__wrapped__  # uncached: git_state asks git once per process
+    assert state(tmp_path) == {"commit": commit, "dirty": False}
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert state(tmp_path) == {"commit": commit, "dirty": True}
+    (tmp_path / "sub").mkdir()
+    assert state(tmp_path / "sub") is None  # inside a checkout is not a checkout of these packages
+    monkeypatch.setenv("PATH", "")
+    assert state(tmp_path) is None  # no git at all: no git fields, no failure
