@@ -9,9 +9,16 @@ The table has two kinds of row, told apart by the column "row":
 Trial identity (experiment, trial_dir, trial_id, config_hash, variant, one column per factor named by its dotted
 key, seed, status, search_phase) is filled on both kinds. Measurements are filled on their own kind only: summary
 rows hold error, params, gflops, throughput_*, final_*, best_*, best_epoch, epochs_*, wall_time_s, started, ended,
-search_study, search_trial and has_predictions; epoch rows hold history's keys (train_loss, lr, val_top1, ...).
+search_study, search_trial, config and search_sampled (canonical JSON of result.json's resolved config and of the
+values a search chose) and has_predictions; epoch rows hold history's keys (train_loss, lr, val_top1, ...).
 `variant` is the canonical JSON of the variant's settings (see columns.variant_key); trial_dir is the trial's folder
 relative to the experiment folder.
+
+Collected for another split than val (`collect(folder, split="test")`), summary rows also hold what
+`python -m ablations.evaluate` wrote beside result.json (mmn.folders.split_result_file): evaluated (whether the
+trial has that file, for its own configuration), labels_withheld (its metrics are null: the split's labels are not
+public), weights_epoch and the metrics test_top1, test_top5, ...; has_predictions then says whether the split's
+predictions file (mmn.folders.predictions_file) is there.
 """
 from __future__ import annotations
 
@@ -23,9 +30,9 @@ import posixpath
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import optuna
@@ -33,8 +40,9 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from mmn.atomic import atomic_write
-from mmn.folders import (BEST_PREDICTIONS, EXPERIMENT, EXPERIMENT_FORMAT, HISTORY, RESULT, RESULT_FORMAT, STUDY,
-                         check_version)
+from mmn.folders import (EXPERIMENT, EXPERIMENT_FORMAT, HISTORY, RESULT, RESULT_FORMAT, SPLIT_RESULT_FORMAT, STUDY,
+                         check_version, predictions_file, split_result_file)
+from mmn.metrics import METRIC_NAMES
 
 from .columns import variant_key
 
@@ -64,6 +72,9 @@ class ExperimentInfo:
     seeds: list[int]
     dataset: str
     planned_variants: list[dict[str, Any]] | None = None  # the variants the experiment ran (its spec's exclude applied)
+    ensembles: dict[str, dict[str, float]] = field(default_factory=dict)  # name → {stream: weight} (spec's ensembles)
+    rule_keys: tuple[str, ...] = ()  # config keys the spec's rules set per variant
+    kept_stale: int = 0  # results of older code that a rerun reused (experiment.json's kept_stale)
 
     def variants(self) -> list[dict[str, Any]]:
         """Every variant the experiment ran, in spec order, the reference first. Folders written before the list was
@@ -113,6 +124,7 @@ def read_experiment(location: str | os.PathLike[str]) -> ExperimentInfo:
         raise ExperimentError(f"{where} must hold a JSON object")
     _check_format(meta, EXPERIMENT_FORMAT, where)
     factors = dict(meta.get("factors") or {})
+    spec = meta.get("spec") or {}  # the spec as run; folders written before it was recorded lack it
     return ExperimentInfo(
         location=os.fspath(location),
         name=str(meta.get("name") or posixpath.basename(root)),
@@ -125,6 +137,9 @@ def read_experiment(location: str | os.PathLike[str]) -> ExperimentInfo:
         seeds=list(meta.get("seeds") or []),
         dataset=str(meta.get("dataset") or ""),
         planned_variants=meta.get("variants"),
+        ensembles={str(name): dict(streams) for name, streams in (spec.get("ensembles") or {}).items()},
+        rule_keys=tuple(dict.fromkeys(key for rule in spec.get("rules") or [] for key in rule.get("set") or {})),
+        kept_stale=int(meta.get("kept_stale") or 0),
     )
 
 
@@ -174,6 +189,8 @@ def _summary_row(record: dict[str, Any], trial_dir: str, has_predictions: bool) 
         "wall_time_s": record.get("wall_time_s"),
         "started": record.get("started"),
         "ended": record.get("ended"),
+        "config": _canonical(record.get("config")),
+        "search_sampled": _canonical(search.get("sampled")),
         "has_predictions": has_predictions,
     }
     row.update({f"throughput_{key}": value for key, value in (record.get("throughput") or {}).items()})
@@ -181,6 +198,30 @@ def _summary_row(record: dict[str, Any], trial_dir: str, has_predictions: bool) 
         row.update({f"{phase}_{key}": value for key, value in (record.get(phase) or {}).items()})
     row.update(variant or {})
     return row
+
+
+def _canonical(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True)
+
+
+def _split_columns(data: bytes | None, path: str, config_hash: Any, split: str) -> dict[str, Any]:
+    """The columns of one trial's split_result_file(split); not evaluated when missing or made for another config."""
+    columns: dict[str, Any] = {"evaluated": False, "labels_withheld": None, "weights_epoch": None}
+    if data is None:
+        return columns
+    try:
+        record = json.loads(data)
+    except ValueError:
+        raise ExperimentError(f"{path} is not valid JSON; rerun python -m ablations.evaluate") from None
+    if not isinstance(record, dict):
+        raise ExperimentError(f"{path} must hold a JSON object")
+    _check_format(record, SPLIT_RESULT_FORMAT, path)
+    if record.get("config_hash") != config_hash:
+        return columns  # the trial folder now holds another configuration's run: its evaluation is stale
+    metrics = record.get("metrics")
+    columns.update(evaluated=True, labels_withheld=metrics is None, weights_epoch=record.get("weights_epoch"))
+    columns.update({key: value for key, value in (metrics or {}).items() if key.startswith(f"{split}_")})
+    return columns
 
 
 def _parse_history(data: bytes, path: str, bad: list[str]) -> list[dict[str, Any]]:
@@ -199,8 +240,9 @@ def _parse_history(data: bytes, path: str, bad: list[str]) -> list[dict[str, Any
     return parsed
 
 
-def collect(location: str | os.PathLike[str]) -> pd.DataFrame:
-    """The tidy table of the experiment at `location` (see the module docstring for its rows and columns).
+def collect(location: str | os.PathLike[str], split: str = "val") -> pd.DataFrame:
+    """The tidy table of the experiment at `location` (see the module docstring for its rows and columns); a `split`
+    other than "val" adds each trial's evaluation on that split.
 
     A result.json that is not valid JSON counts as a failed trial with error "unreadable result.json", and one
     warning lists every such file. Files named result.json without "format_version" and "config_hash" are not ours
@@ -214,6 +256,7 @@ def collect(location: str | os.PathLike[str]) -> pd.DataFrame:
 
     summaries: list[dict[str, Any]] = []
     folders: list[str] = []
+    split_paths: list[str] = []
     factors = dict.fromkeys(info.factors)  # ordered set: the spec's factors, then any others the trials name
     unreadable: list[str] = []
     for path, data in zip(result_paths, _read_all(filesystem, result_paths)):
@@ -231,23 +274,33 @@ def collect(location: str | os.PathLike[str]) -> pd.DataFrame:
         factors.update(dict.fromkeys(record.get("variant") or {}))
         # Paths listed under root start with root + "/": slicing is far cheaper than posixpath.relpath.
         trial_dir = folder[len(root) + 1:] or "."
-        summaries.append(_summary_row(record, trial_dir, f"{folder}/{BEST_PREDICTIONS}" in files))
+        summaries.append(_summary_row(record, trial_dir, f"{folder}/{predictions_file(split)}" in files))
         folders.append(folder)
+        split_paths.append(f"{folder}/{split_result_file(split)}")
     if unreadable:
         warnings.warn(f"{len(unreadable)} unreadable {RESULT} (invalid JSON), counted as failed trials: "
                       + ", ".join(unreadable), stacklevel=2)
+
+    split_columns: list[str] = []
+    if split != "val":
+        present = [path for path in split_paths if path in files]
+        contents = dict(zip(present, _read_all(filesystem, present)))
+        for row, path in zip(summaries, split_paths):
+            row.update(_split_columns(contents.get(path), path, row["config_hash"], split))
+        split_columns = [*_split_columns(None, "", None, split), *(f"{split}_{name}" for name in METRIC_NAMES)]
 
     identity = ["experiment", "trial_dir", "trial_id", "config_hash", "variant", *factors, "seed", "status",
                 "search_phase"]
     summary = pd.DataFrame.from_records(summaries)
     summary["experiment"] = info.name
     # Every documented column exists even when no trial does, so callers can filter without checking.
-    columns = [*identity, "row", "epoch", *_summary_row({}, "", False)]
+    columns = [*identity, "row", "epoch", *_summary_row({}, "", False), *split_columns]
     summary = summary.reindex(columns=list(dict.fromkeys([*columns, *summary.columns])))
     table = pd.concat([summary, _epoch_rows(filesystem, files, folders, summary[identity])], ignore_index=True)
     for column in _INTEGER_COLUMNS:
         table[column] = table[column].astype("Int64")
-    table["has_predictions"] = table["has_predictions"].astype("boolean")
+    for column in ("has_predictions", *(["evaluated", "labels_withheld"] if split_columns else [])):
+        table[column] = table[column].astype("boolean")
     return table
 
 
@@ -295,13 +348,24 @@ def read_bytes(location: str | os.PathLike[str], relative_path: str) -> bytes | 
     return _read(filesystem, f"{root}/{relative_path}")
 
 
-def load_predictions(location: str | os.PathLike[str], trial_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(logits (N, K), labels (N,)) at the best epoch of the trial in `trial_dir`, or None if it saved none."""
-    data = read_bytes(location, f"{trial_dir}/{BEST_PREDICTIONS}")
+class Predictions(NamedTuple):
+    """A trial's predictions on one split, in the split's clip order."""
+
+    logits: np.ndarray  # (N, classes)
+    labels: np.ndarray  # (N,), -1 where the split's labels are withheld
+    names: np.ndarray | None  # (N,) clip names; None in files written before names were recorded
+    where: str  # the file, relative to the experiment folder, for messages
+
+
+def load_predictions(location: str | os.PathLike[str], trial_dir: str, split: str = "val") -> Predictions | None:
+    """The predictions on `split` of the trial in `trial_dir` (val: at its best epoch), or None if it saved none."""
+    where = f"{trial_dir}/{predictions_file(split)}"
+    data = read_bytes(location, where)
     if data is None:
         return None
     with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-        return arrays["logits"], arrays["labels"]
+        names = arrays["names"].astype(str) if "names" in arrays.files else None
+        return Predictions(arrays["logits"], arrays["labels"], names, where)
 
 
 def load_studies(location: str | os.PathLike[str]) -> list[optuna.Study]:

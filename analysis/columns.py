@@ -2,7 +2,8 @@
 
 A metric is chosen by a short name ("top1", "body_top1", ...). Its values live in result.json under "best" (at the
 best epoch, the checkpoint the release keeps: the default) or "final" (last epoch), which `collect` turns into the
-columns best_val_top1 / final_val_top1, and in history.jsonl under the key itself (val_top1).
+columns best_val_top1 / final_val_top1, and in history.jsonl under the key itself (val_top1). On another split
+(`collect(..., split="test")`) a metric is the evaluation of each trial's best weights: column test_top1.
 """
 from __future__ import annotations
 
@@ -53,11 +54,12 @@ def check_metrics(names: list[str] | tuple[str, ...]) -> list[str]:
     return list(names)
 
 
-def metric_column(name: str, phase: str = "best") -> str:
-    """The collected column of metric `name` at `phase` ("best" or "final"), e.g. best_val_top1."""
+def metric_column(name: str, phase: str = "best", split: str = "val") -> str:
+    """The collected column of metric `name` at `phase` ("best" or "final"), e.g. best_val_top1; on a split other
+    than val, where only the best weights are evaluated, the split's column, e.g. test_top1."""
     if phase not in PHASES:
         raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
-    return f"{phase}_{METRICS[name].key}"
+    return f"{phase}_{METRICS[name].key}" if split == "val" else f"{split}_{name}"
 
 
 def variant_key(variant: Mapping[str, Any]) -> str:

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from scipy import stats as scipy_stats
 
 from mmn.atomic import atomic_write
+from mmn.folders import predictions_file
 from mmn.layouts import MA52_ACTION_TO_BODY, MA52_BODY_NAMES, get_layout
 
 from .collect import ExperimentInfo, load_predictions, load_studies
@@ -69,9 +70,10 @@ def _t_interval(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 
 
 def plot_metric_bars(table: pd.DataFrame, summary: pd.DataFrame, info: ExperimentInfo, out_dir: str | Path,
-                     metrics: Sequence[str], *, phase: str = "best", formats: Sequence[str] = FORMATS,
-                     stem: str = "bars") -> list[Path]:
-    """One panel per metric: a bar per variant at the mean over seeds, the 95% CI as whiskers, seeds as dots."""
+                     metrics: Sequence[str], *, phase: str = "best", split: str = "val",
+                     formats: Sequence[str] = FORMATS, stem: str = "bars") -> list[Path]:
+    """One panel per metric: a bar per variant at the mean over seeds, the 95% CI as whiskers, seeds as dots.
+    `summary` holds the values of `split` (stats.summarize), which the dots take from `table` too."""
     rows = summary[summary["experiment"] == info.name]
     keys = list(dict.fromkeys(rows["variant"]))
     if rows["n"].sum() == 0:
@@ -89,7 +91,7 @@ def plot_metric_bars(table: pd.DataFrame, summary: pd.DataFrame, info: Experimen
             values = rows[rows["metric"] == metric].set_index("variant").reindex(keys)
             ax.barh(positions, values["mean"].fillna(0), xerr=values["ci95"].fillna(0), color=colours,
                     alpha=0.8, capsize=3, error_kw={"elinewidth": 1})
-            column = metric_column(metric, phase)
+            column = metric_column(metric, phase, split)
             if column in finished:
                 seeds = finished[["variant", column]].dropna()
                 ax.scatter(seeds[column], [keys.index(key) for key in seeds["variant"]], s=12, color="black",
@@ -102,7 +104,8 @@ def plot_metric_bars(table: pd.DataFrame, summary: pd.DataFrame, info: Experimen
         axes[0].set_yticks(positions, _labels(info, keys))
         axes[0].invert_yaxis()  # the reference, listed first, on top
         axes[0].set_ylabel("Variant")
-        figure.suptitle(f"{info.name}: mean over seeds with 95% CI (Student t); dots: single seeds")
+        where = "" if split == "val" else f" ({split} split)"
+        figure.suptitle(f"{info.name}{where}: mean over seeds with 95% CI (Student t); dots: single seeds")
     return _save(figure, out_dir, stem, formats)
 
 
@@ -242,21 +245,24 @@ def _confusion_figure(counts: np.ndarray, names: Sequence[str], title: str) -> F
     return figure
 
 
-def plot_confusion(table: pd.DataFrame, info: ExperimentInfo, out_dir: str | Path, *,
+def plot_confusion(table: pd.DataFrame, info: ExperimentInfo, out_dir: str | Path, *, split: str = "val",
                    formats: Sequence[str] = FORMATS, stem: str = "confusion") -> list[Path]:
-    """Row-normalised confusion matrices of the best finished trial that saved its validation predictions:
-    action level (<stem>_action), and for MA-52 also body level (<stem>_body, 7 x 7)."""
+    """Row-normalised confusion matrices on `split` of the best finished trial (by the experiment's validation
+    metric, as the release selects) that saved its predictions on `split`: action level (<stem>_action), and for
+    MA-52 also body level (<stem>_body, 7 x 7)."""
     # mmn.metrics imports torch, which takes seconds: only this figure needs it.
     from mmn.metrics import action_to_body, confusion_matrix
 
     trials = table_trials(table)
     candidates = trials[(trials["experiment"] == info.name) & (trials["status"] == "finished")
-                        & trials["has_predictions"].fillna(False).astype(bool)]
+                        & (trials["row"] == "summary") & trials["has_predictions"].fillna(False).astype(bool)]
     column = f"best_{info.metric}"
     if candidates.empty or column not in candidates or candidates[column].isna().all():
-        raise NothingToPlot("no finished trial saved best_val_predictions.npz")
+        raise NothingToPlot(f"no finished trial saved {predictions_file(split)}")
     best = candidates.loc[candidates[column].idxmax() if info.mode == "max" else candidates[column].idxmin()]
-    logits, labels = load_predictions(info.location, best["trial_dir"])
+    logits, labels, _, _ = load_predictions(info.location, best["trial_dir"], split)
+    if (labels < 0).any():
+        raise NothingToPlot(f"the {split} labels are withheld")
     num_classes = logits.shape[1]
     predicted = logits.argmax(axis=1)  # ties go to the lower index, as in mmn.metrics
     try:
@@ -266,7 +272,8 @@ def plot_confusion(table: pd.DataFrame, info: ExperimentInfo, out_dir: str | Pat
     if len(names) != num_classes:
         names = [str(index) for index in range(num_classes)]
     label = variant_label(json.loads(best["variant"]), info.factor_labels)
-    title = f"{info.name}: {label}, seed {best['seed']} ({column} {best[column]:.1f}%)"
+    where = "" if split == "val" else f"{split} split, "
+    title = f"{info.name}: {where}{label}, seed {best['seed']} ({column} {best[column]:.1f}%)"
     paths = _save(_confusion_figure(confusion_matrix(labels, predicted, num_classes), names,
                                     f"Action-level confusion, row-normalised\n{title}"),
                   out_dir, f"{stem}_action", formats)

@@ -2,8 +2,9 @@
 t-test against it (Holm-corrected across variants); and the list of trials that did not finish.
 
 Only trials that go into tables count: summary rows whose search phase is "final" or absent (tuning trials,
-phase "tune", only explore the search space). A variant with no finished trial still gets its rows, with n = 0 and
-NaN elsewhere, so tables show it as "—" instead of dropping it.
+phase "tune", only explore the search space), and the rows of stream ensembles (analysis.ensembles, row
+"ensemble"), which count as variants of their own. A variant with no finished trial still gets its rows, with n = 0
+and NaN elsewhere, so tables show it as "—" instead of dropping it.
 """
 from __future__ import annotations
 
@@ -80,12 +81,14 @@ def stars(p_holm: float) -> str:
 
 
 def table_trials(table: pd.DataFrame) -> pd.DataFrame:
-    """The summary rows of trials that go into tables: not tuning trials."""
-    summary = table[table["row"] == "summary"]
+    """The summary rows of trials that go into tables (not tuning trials), and the ensemble rows."""
+    summary = table[table["row"].isin(("summary", "ensemble"))]
     return summary[summary["search_phase"].isna() | (summary["search_phase"] == "final")]
 
 
-def _finished(trials: pd.DataFrame) -> pd.DataFrame:
+def counted_trials(table: pd.DataFrame) -> pd.DataFrame:
+    """The finished trials that go into tables, one per experiment, variant and seed."""
+    trials = table_trials(table)
     finished = trials[trials["status"] == "finished"]
     # One value per variant and seed: if a configuration ran twice, the run that ended last counts.
     return finished.sort_values("ended", kind="stable").drop_duplicates(["experiment", "variant", "seed"],
@@ -99,16 +102,17 @@ def _variant_order(info: ExperimentInfo, trials: pd.DataFrame) -> list[str]:
 
 
 def summarize(table: pd.DataFrame, experiments: Sequence[ExperimentInfo], metrics: Sequence[str],
-              phase: str = "best") -> pd.DataFrame:
+              phase: str = "best", split: str = "val") -> pd.DataFrame:
     """One row per experiment, variant and metric (in that order; variants in grid order, reference first).
 
     Columns: experiment, variant (canonical JSON), settings (the variant as a dict), is_reference, metric, n,
     mean, std, ci95, diff (mean minus the reference's mean), n_paired, p (paired t-test against the reference,
     NaN below 3 paired seeds), p_holm (Holm-adjusted across the experiment's non-reference variants, per metric),
-    params_m (parameters in millions) and gflops. `phase` picks best-epoch ("best") or last-epoch ("final") values.
+    params_m (parameters in millions) and gflops. `phase` picks best-epoch ("best") or last-epoch ("final") values,
+    `split` the split they were measured on (see columns.metric_column).
     """
     trials = table_trials(table)
-    finished = _finished(trials)
+    finished = counted_trials(table)
     rows = []
     for info in experiments:
         mine = trials[trials["experiment"] == info.name]
@@ -117,7 +121,7 @@ def summarize(table: pd.DataFrame, experiments: Sequence[ExperimentInfo], metric
         costs = mine.groupby("variant")[["params", "gflops"]].mean()
         reference = None if info.reference is None else variant_key(info.reference)
         for metric in metrics:
-            column = metric_column(metric, phase)
+            column = metric_column(metric, phase, split)
             samples = {key: group[column].dropna() if column in group else pd.Series(dtype=float)
                        for key, group in by_variant.items()}
             reference_values = samples.get(reference, pd.Series(dtype=float))

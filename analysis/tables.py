@@ -99,10 +99,25 @@ def _layout(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metric
             table_rows.append(_Row(json.loads(key), bool(first["is_reference"]), cells, first["params_m"],
                                    first["gflops"]))
         groups.append((info, table_rows))
-        note = significance_note(rows, info.name)
-        if note:
-            notes.append(note[0].upper() + note[1:] if len(experiments) == 1 else f"{info.name}: {note}")
+        for note in [significance_note(rows, info.name), stale_note(info)]:
+            if note:
+                notes.append(note[0].upper() + note[1:] if len(experiments) == 1 else f"{info.name}: {note}")
     return _Layout(factors, [headers[key] for key in factors], groups, notes)
+
+
+def stale_note(info: ExperimentInfo) -> str | None:
+    """Why a result may not come from the current code: a rerun kept results of older code (experiment.json)."""
+    if not info.kept_stale:
+        return None
+    return (f"{info.kept_stale} {'result' if info.kept_stale == 1 else 'results'} of older code "
+            f"{'was' if info.kept_stale == 1 else 'were'} reused")
+
+
+def _measured(phase: str, split: str) -> str:
+    """What the metric cells hold, the caption's first note."""
+    if split != "val":
+        return f"{split.capitalize()} metrics of each trial's best-validation weights"
+    return f"Validation metrics at the {'best' if phase == 'best' else 'last'} epoch"
 
 
 def _marked_column(row: _Row, layout: _Layout) -> int:
@@ -160,9 +175,11 @@ _MARKDOWN = _Syntax(on="✓", off="✗", missing="—", escape=escape_markdown, 
 
 
 def latex_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metrics: Sequence[str], *,
-                phase: str = "best", caption: str | None = None, label: str | None = None) -> str:
+                phase: str = "best", split: str = "val", caption: str | None = None, label: str | None = None,
+                notes: Sequence[str] = ()) -> str:
     """A booktabs `table` environment (needs LATEX_PREAMBLE). `caption` is plain text (escaped here); the notes
-    on what the cells mean and on missing tests are appended to it. `label` defaults to tab:<experiment names>.
+    on what the cells mean, on missing tests, on reused results and `notes` (plain sentences) are appended to it.
+    `label` defaults to tab:<experiment names>; `split` and `phase` say where the values come from.
     """
     layout = _layout(summary, experiments, metrics)
     factor_headers = layout.factor_headers or ["Variant"]
@@ -186,12 +203,11 @@ def latex_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], me
             lines.append(" & ".join(factors + cells + costs) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
 
-    moment = "best" if phase == "best" else "last"
     text = escape_latex(caption or _default_caption(experiments)) + (
-        rf". Validation metrics at the {moment} epoch, mean{{\scriptsize$\pm$}}std over seeds; best in bold; "
+        f". {escape_latex(_measured(phase, split))}, " + r"mean{\scriptsize$\pm$}std over seeds; best in bold; "
         r"\dag{} reference; $^{*}$ $p<0.05$, $^{**}$ $p<0.01$ against the reference (paired $t$-test over seeds, "
         r"Holm-corrected).")
-    text += "".join(f" {escape_latex(note)}." for note in layout.notes)
+    text += "".join(f" {escape_latex(note)}." for note in [*layout.notes, *notes])
     names = "-".join(info.name for info in experiments)
     label = label or "tab:" + re.sub(r"[^A-Za-z0-9:_-]+", "-", names)
     return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{text}}}", rf"\label{{{label}}}",
@@ -201,7 +217,8 @@ def latex_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], me
 # Markdown
 
 def markdown_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metrics: Sequence[str], *,
-                   phase: str = "best", caption: str | None = None) -> str:
+                   phase: str = "best", split: str = "val", caption: str | None = None,
+                   notes: Sequence[str] = ()) -> str:
     """The same table as GitHub Markdown: the caption above it, the notes below."""
     layout = _layout(summary, experiments, metrics)
     factor_headers = layout.factor_headers or ["Variant"]
@@ -221,12 +238,11 @@ def markdown_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo],
             costs = [_number(row.params_m, 2) or "—", _number(row.gflops, 2) or "—"]
             lines.append("| " + " | ".join(factors + cells + costs) + " |")
 
-    moment = "best" if phase == "best" else "last"
-    notes = [f"Validation metrics at the {moment} epoch, mean ± std over seeds; best in bold; † reference; "
+    below = [f"{_measured(phase, split)}, mean ± std over seeds; best in bold; † reference; "
              "\\* p < 0.05, \\*\\* p < 0.01 against the reference (paired t-test over seeds, Holm-corrected)."]
-    notes += [escape_markdown(note) + "." for note in layout.notes]
+    below += [escape_markdown(note) + "." for note in [*layout.notes, *notes]]
     title = escape_markdown(caption or _default_caption(experiments))
-    return "\n".join([f"**{title}**", "", *lines, "", *notes, ""])
+    return "\n".join([f"**{title}**", "", *lines, "", *below, ""])
 
 
 def markdown_failed(failed: pd.DataFrame, experiments: Sequence[ExperimentInfo]) -> str:

@@ -126,8 +126,9 @@ def test_studies_and_predictions(experiment: Path, table: pd.DataFrame) -> None:
     assert [study.study_name for study in studies] == ["msm_mtm/reference"]
     assert len(studies[0].trials) == 3
     trial = table[(table["row"] == "summary") & table["has_predictions"].fillna(False).astype(bool)].iloc[0]
-    logits, labels = load_predictions(experiment, trial["trial_dir"])
+    logits, labels, names, where = load_predictions(experiment, trial["trial_dir"])
     assert logits.shape == (104, 52) and logits.dtype == np.float32 and labels.shape == (104,)
+    assert names.tolist()[:2] == ["val0000", "val0001"] and where == f"{trial['trial_dir']}/best_val_predictions.npz"
     failed = table[(table["row"] == "summary") & (table["status"] == "failed")].iloc[0]
     assert load_predictions(experiment, failed["trial_dir"]) is None
     assert load_studies(experiment / "trials") == []

@@ -14,9 +14,10 @@ import pandas as pd
 import pytest
 
 from analysis.collect import collect, read_experiment
+from analysis.report import build_report
 from analysis.stats import summarize
 from analysis.tables import LATEX_PREAMBLE, latex_table
-from tests.helpers.experiment_factory import NEITHER, hand_score, make_experiment
+from tests.helpers.experiment_factory import NEITHER, fake_predictions, hand_score, make_experiment
 
 # CI installs pdflatex (.ci/run), so there a missing pdflatex fails instead of skipping.
 pytestmark = pytest.mark.skipif(shutil.which("pdflatex") is None and not os.environ.get("CI"),
@@ -60,3 +61,22 @@ def test_combined_table_compiles(tmp_path: Path) -> None:
     table = pd.concat([collect(first), collect(second)], ignore_index=True)
     metrics = ["top1", "body_top1"]
     _compile(latex_table(summarize(table, infos, metrics), infos, metrics, phase="final"), tmp_path)
+
+
+def test_test_split_table_with_ensembles_compiles(tmp_path: Path) -> None:
+    # Stream names with underscores, ensemble rows, their caption note and the note on reused older results.
+    streams = ["joint", "bone", "joint_motion", "bone_motion"]
+
+    def test_predictions(variant: dict, seed: int) -> dict:
+        return fake_predictions(50.0 + 10 * streams.index(variant["data.modality"]), seed=seed, split="test")
+
+    experiment = make_experiment(tmp_path, name="streams", factors={"data.modality": streams},
+                                 factor_labels={"data.modality": "Stream"}, reference={"data.modality": "joint"},
+                                 test=test_predictions, kept_stale=2,
+                                 ensembles={"2s": {"joint": 1, "bone": 1},
+                                            "4s": {"joint": 2, "bone": 2, "joint_motion": 1, "bone_motion": 1}})
+    report = build_report(experiment, formats=["latex"], split="test", say=lambda line: None)
+    table_tex = (report / "table.tex").read_text()
+    assert r"4s = 2 joint + 2 bone + 1 joint\_motion + 1 bone\_motion" in table_tex
+    assert "Test metrics of each trial's best-validation weights" in table_tex and "older code" in table_tex
+    _compile(table_tex, tmp_path)
