@@ -3,6 +3,7 @@ the property it exists for: a clip's motion tells its class, its mean posture ha
 from __future__ import annotations
 
 import hashlib
+import json
 import multiprocessing
 import os
 import pickle
@@ -18,8 +19,9 @@ import pytest
 from mmn.data.__main__ import main
 from mmn.data.synthetic import (
     DEFAULT_DIFFICULTY, MANIFEST, MAX_FRAMES, MIN_FRAMES, cache_name, ensure_synthetic, generate, motions, sets,
-    split_counts,
+    ma52_sized_counts, split_counts,
 )
+from mmn.data.synthetic.sets import MA52_SPLIT_CLIPS, MA52_TRAIN_CLASS_RANGE
 from mmn.layouts import MA52_CLASS_NAMES
 from tests.helpers.fixtures import RAW_VAL
 
@@ -344,3 +346,15 @@ def test_cli_refuses_a_file_as_output(tmp_path: Path, capsys: pytest.CaptureFixt
     with pytest.raises(SystemExit) as exit_info:
         main(["synth", "--out", str(target)])
     assert exit_info.value.code == 2
+
+
+def test_ma52_sized_counts_have_ma52s_size_and_long_tail(tmp_path):
+    counts = ma52_sized_counts(seed=0)
+    assert {split: sum(per_class) for split, per_class in counts.items()} == MA52_SPLIT_CLIPS
+    assert (min(counts["train"]), max(counts["train"])) == MA52_TRAIN_CLASS_RANGE
+    assert all(len(per_class) == NUM_CLASSES and min(per_class) >= 1 for per_class in counts.values())
+    # val and test follow the train proportions: the same class is the largest everywhere
+    assert len({int(np.argmax(per_class)) for per_class in counts.values()}) == 1
+    small = {"train": [2] * NUM_CLASSES, "val": [1] * NUM_CLASSES}
+    out = generate(tmp_path, seed=0, splits=("train", "val"), counts=small)
+    assert json.loads((out / MANIFEST).read_text())["clips"] == {"train": 2 * NUM_CLASSES, "val": NUM_CLASSES}

@@ -34,6 +34,7 @@ from .sets import (
     cache_name,
     ensure_synthetic,
     generate,
+    ma52_sized_counts,
     split_counts,
 )
 

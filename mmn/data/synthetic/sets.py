@@ -15,7 +15,7 @@ import pickle
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,9 @@ except ImportError:  # Windows has no fcntl; the atomic rename alone then keeps 
 GENERATOR_VERSION = 3  # bump when the generated data changes, so caches regenerate
 DEFAULT_CLIPS_PER_CLASS = 40  # train clips per class; val and test get a quarter each
 MANIFEST = "synthetic.json"  # written last: its presence marks a complete set
+# MA-52's size: clips per split, and the smallest and largest train class (its long tail).
+MA52_SPLIT_CLIPS = {"train": 11_250, "val": 5_586, "test": 5_586}
+MA52_TRAIN_CLASS_RANGE = (6, 1_283)
 
 
 def split_counts(split: str, clips_per_class: int, long_tail: bool, seed: int) -> list[int]:
@@ -50,6 +53,34 @@ def split_counts(split: str, clips_per_class: int, long_tail: bool, seed: int) -
     head, tail = 3.0 * clips_per_class, max(2.0, clips_per_class / 8)
     rank = np.random.default_rng([seed, 0x7A11]).permutation(num)
     return [int(round(head * (tail / head) ** (r / (num - 1)))) for r in rank]
+
+
+def _exact_total(weights: np.ndarray, total: int, least: int) -> list[int]:
+    """Integers proportional to `weights`, each at least `least`, summing to `total` (largest remainders)."""
+    raw = np.maximum(weights * total / weights.sum(), least)
+    counts = np.floor(raw).astype(int)
+    for index in np.argsort(counts - raw)[:total - counts.sum()]:  # the largest remainders round up
+        counts[index] += 1
+    return counts.tolist()
+
+
+def ma52_sized_counts(seed: int = 0) -> dict[str, list[int]]:
+    """Clips per class of every split for a set of MA-52's size and shape: 11,250 train clips falling from 1,283 to
+    6 per class over a seed-dependent class order, like MA-52's, and 5,586 val and test clips in the same proportions.
+    """
+    num = len(MA52_CLASS_NAMES)
+    low, high = MA52_TRAIN_CLASS_RANGE
+    rank = np.random.default_rng([seed, 0x7A11]).permutation(num) / (num - 1)
+    # high·(low/high)^(rank^p) runs from high to low; the power p that gives MA-52's total is found by bisection.
+    lo_p, hi_p = 0.05, 5.0
+    for _ in range(60):
+        power = (lo_p + hi_p) / 2
+        if (high * (low / high) ** rank ** power).sum() > MA52_SPLIT_CLIPS["train"]:
+            hi_p = power
+        else:
+            lo_p = power
+    train = high * (low / high) ** rank ** power
+    return {split: _exact_total(train, total, 1) for split, total in MA52_SPLIT_CLIPS.items()}
 
 
 def _split_clips(split: str, seed: int, counts: Sequence[int], difficulty: Difficulty,
@@ -71,10 +102,11 @@ def _split_clips(split: str, seed: int, counts: Sequence[int], difficulty: Diffi
 
 def generate(out_dir: str | os.PathLike[str], seed: int = 0, clips_per_class: int = DEFAULT_CLIPS_PER_CLASS,
              long_tail: bool = False, splits: Sequence[str] = SPLITS,
-             difficulty: Difficulty = DEFAULT_DIFFICULTY) -> Path:
+             difficulty: Difficulty = DEFAULT_DIFFICULTY, counts: Mapping[str, Sequence[int]] | None = None) -> Path:
     """Write `<split>_data.pkl` and `<split>_label.pkl` for each split into `out_dir`, then the manifest.
 
-    Same arguments, same bytes. `clips_per_class` is the train count per class (see `split_counts`).
+    Same arguments, same bytes. `clips_per_class` is the train count per class (see `split_counts`); `counts`, when
+    given, sets the clips per class of each split instead (e.g. `ma52_sized_counts()`).
     """
     if clips_per_class < 1:
         raise ValueError(f"clips_per_class must be at least 1, got {clips_per_class}")
@@ -82,8 +114,8 @@ def generate(out_dir: str | os.PathLike[str], seed: int = 0, clips_per_class: in
     out.mkdir(parents=True, exist_ok=True)  # fail on an unusable folder before generating, not after
     summary: dict[str, int] = {}
     for split in splits:
-        counts = split_counts(split, clips_per_class, long_tail, seed)
-        annotations, labels = _split_clips(split, seed, counts, difficulty)
+        per_class = counts[split] if counts else split_counts(split, clips_per_class, long_tail, seed)
+        annotations, labels = _split_clips(split, seed, per_class, difficulty)
         names = [a["frame_dir"] for a in annotations]
         # Protocol 4 is fixed so that the bytes do not depend on the Python version's default.
         write_bytes(out / f"{split}_data.pkl",
