@@ -40,6 +40,9 @@ from .yamlfile import YamlError, kind, load_yaml
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EDQUOT, errno.EFBIG}
 EpochCallback = Callable[[dict[str, Any], Path | None], None]
+# The paper model evaluates at 34-36 clips/s in batches of 32-64 on 2 CPU cores, 23-24 in batches of 256 (whose
+# activations no longer fit in cache), 2026-12-04, AMD EPYC: train.eval_batch_size (256) is sized for GPUs.
+CPU_EVAL_BATCH = 64
 
 
 class TrainingDiverged(RuntimeError):
@@ -104,11 +107,14 @@ def predict(model: torch.nn.Module, dataset: SkeletonDataset, device: torch.devi
     """Logits and labels of a whole split in eval mode.
 
     On a CPU an MMN is folded for inference first (`fuse_for_inference`: same logits, faster), from its current
-    weights. On a GPU it runs as trained: there the folding is neither measured faster nor tested under autocast.
+    weights, and batches hold at most `CPU_EVAL_BATCH` clips. On a GPU it runs as trained: there the folding is
+    neither measured faster nor tested under autocast.
     """
     model.eval()
-    if isinstance(model, MMN) and device.type == "cpu":
-        model = fuse_for_inference(model)
+    if device.type == "cpu":
+        batch_size = min(batch_size, CPU_EVAL_BATCH)
+        if isinstance(model, MMN):
+            model = fuse_for_inference(model)
     logits = []
     with torch.inference_mode(), (autocast or contextlib.nullcontext()):
         for start in range(0, len(dataset), batch_size):
