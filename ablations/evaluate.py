@@ -1,10 +1,10 @@
 """`python -m ablations.evaluate RUN --split test`: the best weights of every finished trial, evaluated on a split.
 
-For each trial of the experiment folder RUN whose result.json says finished, the trial's best_weights.pt
-(`mmn.model.load`) runs over the split with the trial's own data config (`mmn.train.predict`), and the trial folder
-gets the predictions (`mmn.folders.predictions_file`: logits, labels, clip names) and a record of the metrics
-(`mmn.folders.split_result_file`). A trial already evaluated with the same weights is skipped. No Ray is started:
-this reads and writes files only, so it runs wherever the experiment folder was copied to.
+For each trial of the experiment folder RUN whose record (mmn.folders.RESULT) says finished, the trial's
+best_weights.pt (`mmn.model.load`) runs over the split with the trial's own data config (`mmn.train.predict`), and
+the trial folder gets the predictions (`mmn.folders.predictions_file`: logits, labels, clip names) and a record of
+the metrics (`mmn.folders.split_result_file`). A trial already evaluated with the same weights is skipped. No Ray
+is started: this reads and writes files only, so it runs wherever the experiment folder was copied to.
 
 Exit status: 0 when every finished trial is evaluated (now or before), 1 when some could not be (each is named,
 with why), 2 for usage errors (no experiment there, unknown split, data folder missing, no such device).
@@ -16,25 +16,24 @@ import json
 import sys
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 
 from mmn.atomic import write_json
-from mmn.checkpoint import read_weights
 from mmn.config import DataConfig, RunConfig
-from mmn.data import SkeletonDataset
-from mmn.folders import (BEST_WEIGHTS, SPLIT_RESULT_FORMAT, NewerFormat, check_version, predictions_file,
+from mmn.folders import (BEST_WEIGHTS, RESULT, SPLIT_RESULT_FORMAT, NewerFormat, check_version, predictions_file,
                          split_result_file)
 from mmn.metrics import evaluate
-from mmn.model import load
-from mmn.runtime import resolve_device
 from mmn.suggest import closest
-from mmn.train import load_split, predict, save_predictions
 
-from .runner import scan_results
 from .storage import check_format, locate
+
+if TYPE_CHECKING:  # the heavy imports (torch, Ray) wait until a split is evaluated: --help stays instant
+    import torch
+
+    from mmn.data import SkeletonDataset
 
 SPLITS = ("val", "test")  # the train split samples frames at random: there is nothing fixed to evaluate
 DEVICES = ("auto", "cpu", "cuda")
@@ -100,7 +99,7 @@ def _check_split(split: str) -> None:
 
 
 def _finished_trials(run: str) -> tuple[list[dict[str, Any]], int]:
-    """The finished trials' result.json records (each with `_dir`), in folder order, and how many did not finish."""
+    """The finished trials' records (each with `_dir`), in folder order, and how many did not finish."""
     if "://" in run and not run.startswith("file://"):
         raise UsageError(f"{run} is not a local folder; copy the experiment here first (evaluation writes into it)")
     path = Path(run.removeprefix("file://")).expanduser()
@@ -109,9 +108,11 @@ def _finished_trials(run: str) -> tuple[list[dict[str, Any]], int]:
                          "runs/msm_mtm")
     experiment = locate(str(path.resolve().parent), path.resolve().name)
     check_format(experiment)
+    from .runner import scan_results
+
     records = list(scan_results(experiment).values())
     if not records:
-        raise UsageError(f"{run} holds no trials (no result.json below it); pass an experiment folder, e.g. "
+        raise UsageError(f"{run} holds no trials (no {RESULT} below it); pass an experiment folder, e.g. "
                          "runs/msm_mtm")
     finished = sorted((r for r in records if r.get("status") == "finished"), key=lambda r: r["_dir"])
     return finished, len(records) - len(finished)
@@ -135,6 +136,8 @@ def _already_evaluated(folder: Path, split: str, config_hash: str, epoch: int) -
 
 def _plan(records: list[dict[str, Any]], split: str, force: bool, tally: _Tally) -> list[_Pending]:
     """The trials to evaluate; those that cannot be, or need not be, are told and counted here."""
+    from mmn.checkpoint import read_weights
+
     pending = []
     for record in records:
         name, folder = _name(record), Path(record["_dir"])
@@ -142,7 +145,7 @@ def _plan(records: list[dict[str, Any]], split: str, force: bool, tally: _Tally)
             weights = read_weights(folder / BEST_WEIGHTS)
             if weights.get("config_hash") != record.get("config_hash"):
                 raise ValueError(f"{folder / BEST_WEIGHTS} belongs to another configuration than the trial's "
-                                 f"result.json ({weights.get('config_hash')} vs {record.get('config_hash')})")
+                                 f"record ({weights.get('config_hash')} vs {record.get('config_hash')})")
             if not force and _already_evaluated(folder, split, weights["config_hash"], weights["epoch"]):
                 tally.skipped += 1
                 print(f"  {name}: already evaluated on {split} (weights of epoch {weights['epoch']}); --force "
@@ -184,6 +187,11 @@ def _metrics(logits: Any, labels: Any, split: str, dataset: str) -> dict[str, fl
 def _evaluate(trial: _Pending, dataset: SkeletonDataset, split: str, device: torch.device,
               batch_size: int | None) -> dict[str, Any]:
     """Run the trial's best weights over the split; write its predictions, then its record (last: it marks done)."""
+    import torch
+
+    from mmn.model import load
+    from mmn.train import predict, save_predictions
+
     model = load(trial.folder / BEST_WEIGHTS, device)
     # as in training: bf16 autocast on CUDA when the trial trained with it, so val reproduces the recorded best
     amp = trial.config.train.amp and device.type == "cuda"
@@ -211,6 +219,9 @@ def evaluate_experiment(run: str, split: str, data_root: str | None = None, batc
     """Evaluate every finished trial of `run` on `split`, one line each; the exit status (0 or 1).
 
     Raises `UsageError` (before evaluating anything) when nothing can be evaluated as asked."""
+    from mmn.runtime import resolve_device
+    from mmn.train import load_split
+
     _check_split(split)
     if data_root and "://" not in data_root and not Path(data_root).is_dir():
         raise UsageError(f"--data-root {data_root} is not a folder; pass the folder holding the data set's files")
@@ -252,8 +263,18 @@ def evaluate_experiment(run: str, split: str, data_root: str | None = None, batc
     return 1 if tally.failed else 0
 
 
+EXAMPLES = """examples:
+  python -m ablations.evaluate runs/msm_mtm --split test
+  python -m ablations.evaluate runs/msm_mtm --split val --data-root /data/ma52 --device cpu --force
+  mmn-ablate evaluate runs/msm_mtm --split test
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    parser.epilog, parser.formatter_class = EXAMPLES, argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--version", action="version", version=f"mmn-ablate {metadata.version('mmn-ablate')}")
+    args = parser.parse_args(argv)
     try:
         return evaluate_experiment(args.run, args.split, args.data_root, args.batch_size, args.device, args.force)
     except (UsageError, NewerFormat) as error:  # NewerFormat: an experiment folder of a newer mmn-ablate

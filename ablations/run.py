@@ -1,4 +1,4 @@
-"""`python -m ablations.run NAME`: run an experiment spec on Ray Tune and report where its results are.
+"""`python -m ablations.run NAME [key=value ...]`: run an experiment spec on Ray Tune and report where its results are.
 
 Exit status: 0 when every trial finished, 1 when some failed (their reasons are listed), 2 for usage errors
 (unknown experiment, bad option or spec, finished results of other code or data and no --rerun-stale or
@@ -7,18 +7,34 @@ Exit status: 0 when every trial finished, 1 when some failed (their reasons are 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from typing import Any
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
+import yaml
+
+# Light imports only: building the parser (--help, --version) must load neither Ray nor torch. What runs
+# experiments is imported where it is needed.
 from mmn.config import (BUDGETS, DATASETS, MODALITIES, ConfigError, IncompatibleOptions, RunConfig, apply_overrides,
-                        check_value, parse_assignments, with_budget)
+                        check_value, flatten, parse_assignments, with_budget)
 from mmn.data.formats import DataFormatError
 
+from .console import console
 from .expand import base_overrides
-from .resources import trial_resources
-from .runner import Outcome, RunOptions, StaleResults, plan_experiment, run_experiment, search_samples
+from .loggers import TRACKERS
 from .spec import DEFAULT_GPUS_PER_TRIAL, Spec, SpecError, list_specs, load_spec
-from .storage import StorageError, cannot_write
+
+if TYPE_CHECKING:
+    from .runner import Outcome, RunOptions
+
+EXAMPLES = """examples:
+  python -m ablations.run --list
+  python -m ablations.run msm_mtm --dry-run
+  python -m ablations.run msm_mtm train.epochs=4 model.depth=2 --print-config
+  python -m ablations.run msm_mtm --budget paper --data-root /data/ma52 --seeds 3
+  mmn-ablate run depth --samples 8 train.batch_size=16
+"""
 
 
 def _fraction(text: str) -> float:
@@ -47,39 +63,41 @@ def _seeds(text: str) -> int | list[int]:
 
 
 def _check_overrides(spec: Spec, options: RunOptions) -> None:
-    """Each --set value on its own (key, type, range), then everything every trial shares together: a conflict
-    between options is the --set's fault unless the variants set one of the options in conflict, in which case
-    each variant is checked on its own when the trials are planned."""
+    """Each key=value override on its own (key, type, range), then everything every trial shares together: a
+    conflict between options is the override's fault unless the variants set one of the options in conflict, in
+    which case each variant is checked on its own when the trials are planned."""
     for key, value in options.overrides.items():
-        try:
-            check_value(key, value)
-        except ConfigError as error:
-            raise ConfigError(f"--set {key}={value}: {error}") from None
+        check_value(key, value)  # its error names the key, as mmn.train's and mmn.profile's do
     try:
         apply_overrides(with_budget(RunConfig(), options.budget),
                         base_overrides(spec, options.budget, options.cli_overrides()))
     except IncompatibleOptions as error:
         named = [key for key in error.keys if key in options.overrides]
         if named and not set(error.keys) & spec.varied_keys().keys():
-            raise ConfigError(f"--set {', '.join(f'{key}={options.overrides[key]}' for key in named)}: {error}") \
-                from None
+            raise ConfigError(f"{', '.join(f'{key}={options.overrides[key]}' for key in named)}: {error}") from None
 
 
 def _warn_shadowed(spec: Spec, overrides: dict[str, Any]) -> None:
-    """A --set on a key that the variants themselves set is overridden in every trial: say so before running."""
+    """An override of a key that the variants themselves set loses in every trial: say so before running."""
     varied = spec.varied_keys()
     for key in overrides.keys() & varied.keys():
-        print(f"warning: --set {key}={overrides[key]} has no effect: {spec.name} sets {key} through its "
+        print(f"warning: {key}={overrides[key]} has no effect: {spec.name} sets {key} through its "
               f"{varied[key]} in every variant it applies to", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ablations.run",
+        prog="python -m ablations.run", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run an MMN ablation experiment on Ray Tune (Optuna picks the configurations).")
     parser.add_argument("experiment", nargs="?", help="experiment: a spec in ablations/ (see --list) or a path to one")
+    parser.add_argument("assignments", nargs="*", metavar="key=value",
+                        help="config override for every trial, a dotted key as in mmn.train, e.g. train.batch_size=16")
+    parser.add_argument("--version", action="version", version=f"mmn-ablate {metadata.version('mmn-ablate')}")
     parser.add_argument("--list", action="store_true", help="list the shipped experiments and exit")
     parser.add_argument("--dry-run", action="store_true", help="print the expanded trials and resources, run nothing")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the configuration every trial shares and each variant's differences as YAML, "
+                             "run nothing")
     parser.add_argument("--budget", default="quick", choices=sorted(BUDGETS),
                         help="quick: built-in data on a CPU; paper: the release's protocol (default quick)")
     parser.add_argument("--dataset", choices=DATASETS, help="data set layout (default: the spec's, ma52)")
@@ -101,17 +119,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="finish an interrupted experiment (any rerun under the same name does this: finished "
                              "trials are skipped, unfinished ones continue from their last checkpoint)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra config override for every trial, e.g. --set train.batch_size=16")
+                        help="the same as a key=value argument (kept for older command lines)")
     stale = parser.add_mutually_exclusive_group()
     stale.add_argument("--rerun-stale", dest="stale", action="store_const", const="rerun",
                        help="train again the finished trials of other code or data than now (the old results stay, "
                             "superseded)")
     stale.add_argument("--keep-stale", dest="stale", action="store_const", const="keep",
                        help="reuse the finished trials of other code or data than now (experiment.json counts them)")
+    parser.add_argument("--log", action="append", default=[], choices=sorted(TRACKERS),
+                        help="also log every trial to Weights & Biases or MLflow (repeatable; TensorBoard needs "
+                             "nothing: tensorboard --logdir runs/NAME)")
+    chatter = parser.add_mutually_exclusive_group()
+    chatter.add_argument("-q", "--quiet", action="store_const", dest="level", const=logging.WARNING,
+                         default=logging.INFO, help="say only warnings and failed trials")
+    chatter.add_argument("-v", "--verbose", action="store_const", dest="level", const=logging.DEBUG,
+                         help="also show Ray's progress tables and every trial's output")
     return parser
 
 
 def _print_plan(spec: Spec, options: RunOptions) -> None:
+    from .resources import trial_resources
+    from .runner import plan_experiment, search_samples
+
     plans = plan_experiment(spec, options)
     # Ray is not started here, so say what a trial gets on a cluster with GPUs and on one without.
     with_gpus, without = (trial_resources(spec, options.budget, plans[0].config.train.device, has_gpus,
@@ -133,6 +162,28 @@ def _print_plan(spec: Spec, options: RunOptions) -> None:
         print(f"  {plan.trial_key:<{width}}  {plan.config_hash}")
 
 
+def _print_config(spec: Spec, options: RunOptions) -> None:
+    """The resolved configuration as YAML: what every trial shares, then each variant's differences (the seeds
+    aside), so that a grid of many variants still reads in one screen."""
+    from .runner import plan_experiment, search_samples
+
+    plans = plan_experiment(spec, options)
+    flat = [{key: value for key, value in flatten(plan.config.to_dict()).items() if key != "train.seed"}
+            for plan in plans]
+    varied = [key for key in flat[0] if any(values[key] != flat[0][key] for values in flat)]
+    shared = {section: {name: value for name, value in values.items() if f"{section}.{name}" in flat[0]
+                        and f"{section}.{name}" not in varied}
+              for section, values in plans[0].config.to_dict().items()}
+    document: dict[str, Any] = {"experiment": spec.name, "budget": options.budget,
+                                "seeds": sorted({plan.seed for plan in plans}), "shared": shared,
+                                "variants": {plan.variant_key: {key: values[key] for key in varied}
+                                             for plan, values in zip(plans, flat)}}
+    if spec.search:
+        document["search"] = {"space": spec.search.space, "samples": search_samples(spec, options),
+                              "note": "each variant's searched keys are chosen by the search, then override these"}
+    print(yaml.safe_dump(document, sort_keys=False), end="")
+
+
 def _print_outcome(outcome: Outcome, spec: Spec) -> None:
     kept = f", {outcome.kept_stale} of them of other code or data (--keep-stale)" if outcome.kept_stale else ""
     print(f"\n{len(outcome.finished)} of {outcome.planned} trials finished "
@@ -145,6 +196,16 @@ def _print_outcome(outcome: Outcome, spec: Spec) -> None:
         print(f"  {key:<40} {spec.metric} {mean:6.2f} over {len(values)} seed(s)")
     for record in outcome.failed:
         print(f"  FAILED {record.get('variant_key', '?')} seed {record.get('seed')}: {record.get('error')}")
+
+
+def _experiment_and_assignments(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """The experiment named first, then key=value overrides (positional ones, then --set's); a key=value in the
+    experiment's place is an override given before any experiment."""
+    experiment, assignments = args.experiment, [*args.assignments, *args.overrides]
+    if experiment and "=" in experiment:
+        raise ConfigError(f"name an experiment before the key=value overrides, e.g. python -m ablations.run "
+                          f"msm_mtm {experiment} (--list shows the experiments)")
+    return experiment, assignments
 
 
 def _report(outcome: Outcome) -> None:
@@ -161,29 +222,42 @@ def _report(outcome: Outcome) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.list:
         for name, description in list_specs():
             print(f"{name:<12} {description}")
         return 0
-    if not args.experiment:
+    try:
+        experiment, assignments = _experiment_and_assignments(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not experiment:
         parser.print_usage(sys.stderr)
         print("error: name an experiment (python -m ablations.run --list shows them)", file=sys.stderr)
         return 2
+    from .runner import RunOptions, StaleResults, run_experiment
+    from .storage import StorageError
+
     try:
-        spec = load_spec(args.experiment)
+        spec = load_spec(experiment)
         options = RunOptions(
             budget=args.budget, dataset=args.dataset, data_root=args.data_root, modality=args.modality,
             seeds=args.seeds, epochs=args.epochs, samples=args.samples, address=args.address,
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             max_concurrent=args.max_concurrent, storage=args.storage, name=args.name,
-            overrides=parse_assignments(args.overrides), stale=args.stale)
+            overrides=parse_assignments(assignments), stale=args.stale,
+            log=tuple(args.log))
         _check_overrides(spec, options)
         _warn_shadowed(spec, options.overrides)
+        if args.print_config:
+            _print_config(spec, options)
+            return 0
         if args.dry_run:
             _print_plan(spec, options)
             return 0
-        outcome = run_experiment(spec, options)
+        with console(args.level):
+            outcome = run_experiment(spec, options)
     except (SpecError, ConfigError, DataFormatError, FileNotFoundError, StorageError, StaleResults) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -203,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _report(outcome)
     except OSError as error:  # the results are safe; only the report could not be written
+        from .storage import cannot_write
+
         print(f"error: {cannot_write(error.filename or outcome.experiment.uri + '/report', error)}; rebuild it "
               f"later with python -m analysis.report {outcome.experiment.uri}", file=sys.stderr)
         return 1

@@ -1,9 +1,9 @@
 """Running an experiment on Ray Tune: the grid of variants × seeds exactly once each, optional fair tuning of every
 variant first, and resumption that never repeats or loses a finished trial.
 
-Resumption works from the files alone: every trial's result.json carries its config hash, so a rerun (or
-`--resume`) scans the experiment folder, skips the hashes already finished and restarts the unfinished ones
-from their last checkpoint. It also carries fingerprints of the code and the data it trained with
+Resumption works from the files alone: every trial's record (mmn.folders.RESULT) carries its config hash, so a
+rerun (or `--resume`) scans the experiment folder, skips the hashes already finished and restarts the unfinished
+ones from their last checkpoint. It also carries fingerprints of the code and the data it trained with
 (mmn.provenance): finished results of other code or data are not mixed with new ones unless the user says how
 (`stale`: train them again, or keep them and say so in experiment.json).
 
@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import pickle
+import re
 import sys
 import time
 import zlib
@@ -35,24 +36,26 @@ import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from mmn.atomic import write_text
+from mmn.atomic import write_bytes, write_text
 from mmn.data.formats import read_split
 from mmn.data.synthetic import ensure_synthetic, split_counts
-from mmn.folders import EXPERIMENT, EXPERIMENT_FORMAT, RESULT, SPEC_AS_RUN, STUDY
+from mmn.folders import EXPERIMENT, EXPERIMENT_FORMAT, RESULT, SPEC_AS_RUN, STUDY, record_paths
 from mmn.layouts import get_layout
 from mmn.provenance import code_fingerprint, data_fingerprint
 from search_spaces import load_search_space
 
+from .console import LOG, verbose
 from .expand import TrialPlan, base_overrides, build_config, expand, resolve_seeds, variant_key, variant_overrides, \
     variants
+from .loggers import check_trackers, tracker_callbacks
+from .progress import TrialProgress
 from .resources import TrialResources, cpu_epoch_estimate, meant_for_gpus, trial_resources
 from .spec import Spec
 from .storage import Location, cannot_write, check_format, locate, read_json, write_experiment_json
-from .trainable import TrialContext, run_trial
+from .trainable import TrialContext, planned_trial, run_trial, trial_params
 
 
 @dataclass
@@ -73,6 +76,7 @@ class RunOptions:
     max_failures: int = 2
     overrides: dict[str, Any] = field(default_factory=dict)
     stale: str | None = None  # finished results of other code or data: "rerun", "keep", or None to refuse them
+    log: tuple[str, ...] = ()  # trackers besides TensorBoard: "wandb", "mlflow" (ablations.loggers)
 
     def cli_overrides(self) -> dict[str, Any]:
         values = {"data.dataset": self.dataset, "data.root": self.data_root, "data.modality": self.modality,
@@ -102,26 +106,29 @@ class StaleResults(ValueError):
     """Finished results of other code or data than this run's, and no word on what to do with them."""
 
 
-CODE, DATA = "code_fingerprint", "data_fingerprint"  # the keys of a result.json that say what it trained with
+CODE, DATA = "code_fingerprint", "data_fingerprint"  # the keys of a trial's record that say what it trained with
 
 
 def _say(message: str) -> None:
-    print(f"[ablations] {message}", file=sys.stderr, flush=True)
+    LOG.info(message)
 
 
 def scan_results(experiment: Location, fingerprints: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """config hash → the result.json record that counts for it, with its folder under key `_dir`: one with these
+    """config hash → the trial record that counts for it, with its folder under key `_dir`: one with these
     `fingerprints` (this run's code and data) over a stale one, then a finished one over an unfinished one, then
-    the newest."""
+    the newest. Old folders' records, named result.json, count too (mmn.folders.record_paths)."""
     records: dict[str, dict[str, Any]] = {}
-    for location in experiment.find(RESULT):
+    if not experiment.exists():
+        return records
+    listing = experiment.fs.get_file_info(pafs.FileSelector(experiment.path, recursive=True))
+    for path in record_paths(info.path for info in listing if info.type == pafs.FileType.File):
         try:
-            record = read_json(location)
+            record = read_json(Location(experiment.fs, path, path))
         except (json.JSONDecodeError, UnicodeDecodeError, OSError):
             continue  # a foreign or damaged file: the trial simply counts as not finished
         if not isinstance(record, dict) or "config_hash" not in record:
             continue
-        record["_dir"] = location.path.rsplit("/", 1)[0]
+        record["_dir"] = path.rsplit("/", 1)[0]
         previous = records.get(record["config_hash"])
         if previous is None or _rank(record, fingerprints) > _rank(previous, fingerprints):
             records[record["config_hash"]] = record
@@ -154,10 +161,11 @@ def _init_ray(options: RunOptions) -> bool:
     """Join or start Ray unless it already runs in this process; whether this call started it."""
     if ray.is_initialized():
         return False
+    # Trials' output reaches the console only with -v; a failed trial's last lines always do (progress.TrialProgress).
     if options.address:
-        ray.init(address=options.address, log_to_driver=False)
+        ray.init(address=options.address, log_to_driver=verbose())
     else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, log_to_driver=verbose())
     resources = ray.cluster_resources()
     _say(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
     return True
@@ -195,34 +203,61 @@ def _slots(resources: Mapping[str, float]) -> int:
 
 @contextlib.contextmanager
 def _process_settings() -> Iterator[None]:
-    """What Ray and Tune need set in this process while an experiment runs, restored afterwards."""
-    environment = {
-        "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0"),  # unless the user chose
-        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # result.json in a trial folder is ours
+    """What Ray and Tune need set in this process while an experiment runs, restored afterwards: the whole
+    environment, as what Ray and Tune import sets variables too (tensorboardX: CRC32C_SW_MODE)."""
+    snapshots = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
+    environment = {  # each unless the user chose
+        "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0"),
+        # Every epoch's checkpoint (num_to_keep=1) forces a snapshot of the experiment state, and Ray warns of each
+        # snapshot within 5 s of the last: dozens of times a run. Its warning of a slow snapshot stays on.
+        snapshots: os.environ.get(snapshots, "0"),
     }
-    # Ray's result reader mistakes our result.json for its own; we read results from the files, not from it.
-    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
-    saved_environment = {name: os.environ.get(name) for name in environment}
-    saved_level = quiet.level
+    # Optuna announces each Tune invocation's new study; the runner's own lines say what runs (-v shows it).
+    optuna_log = logging.getLogger("optuna")
+    saved_environment, saved_level = dict(os.environ), optuna_log.level
     os.environ.update(environment)
-    quiet.setLevel(logging.ERROR)
+    optuna_log.setLevel(logging.DEBUG if verbose() else logging.WARNING)
     try:
         yield
     finally:
-        quiet.setLevel(saved_level)
-        for name, value in saved_environment.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        optuna_log.setLevel(saved_level)
+        for name in os.environ.keys() - saved_environment.keys():
+            del os.environ[name]
+        os.environ.update({name: value for name, value in saved_environment.items() if os.environ.get(name) != value})
+
+
+def _journal_path(experiment: Location) -> str:
+    """The Optuna journal's file while running: in the experiment folder, or for remote storage (Optuna appends to a
+    local file) in runs/<name>/ here, copied to the storage after each Tune invocation (`_publish_journal`)."""
+    folder = experiment.path if experiment.is_local else os.path.join("runs", os.path.basename(experiment.path))
+    return os.path.join(folder, STUDY)
 
 
 def _journal(experiment: Location) -> optuna.storages.BaseStorage:
-    folder = experiment.path if experiment.is_local else os.path.join("runs", os.path.basename(experiment.path))
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, STUDY)
+    """The experiment's Optuna storage. For remote storage without a local journal here (a rerun on another
+    machine), the storage's copy is fetched first, so publishing this run's studies keeps the earlier ones."""
+    path = _journal_path(experiment)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    published = experiment.child(STUDY)
+    if not experiment.is_local and not os.path.exists(path) and published.exists():
+        with experiment.fs.open_input_stream(published.path) as stream:
+            write_bytes(path, stream.read())
     _drop_torn_tail(path)
     return JournalStorage(JournalFileBackend(path))
+
+
+def _publish_journal(experiment: Location) -> None:
+    """Copy the local journal to <storage>/<name>/study.journal when the storage is remote, so that a report built
+    from the storage (or a copy of it) has the studies too; a failed copy is said, and the run goes on."""
+    path = _journal_path(experiment)
+    if experiment.is_local or not os.path.exists(path):
+        return
+    target = experiment.child(STUDY)
+    try:
+        with open(path, "rb") as journal, experiment.fs.open_output_stream(target.path) as stream:
+            stream.write(journal.read())
+    except OSError as error:
+        _say(f"the Optuna journal {path} could not be copied to {target.uri} ({error}); copy it there by hand")
 
 
 def _drop_torn_tail(path: str) -> None:
@@ -245,29 +280,46 @@ def _drop_torn_tail(path: str) -> None:
 
 
 def _tune(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, options: RunOptions,
-          experiment: Location, label: str, scheduler: Any = None, concurrency: int | None = None) -> None:
+          experiment: Location, label: str, scheduler: Any = None, concurrency: int | None = None,
+          param_space: Mapping[str, Any] | None = None) -> None:
+    """One Tune invocation; the journal is published to remote storage afterwards, however it ended."""
+    try:
+        _fit(context, search_alg, num_samples, spec, options, experiment, label, scheduler, concurrency, param_space)
+    finally:
+        _publish_journal(experiment)
+
+
+def _fit(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, options: RunOptions,
+         experiment: Location, label: str, scheduler: Any, concurrency: int | None,
+         param_space: Mapping[str, Any] | None) -> None:
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), dict(context.resources))
     tuner = tune.Tuner(
         trainable,
+        param_space=dict(param_space or {}),
         tune_config=tune.TuneConfig(
             search_alg=search_alg, scheduler=scheduler, num_samples=num_samples, metric=spec.metric,
             mode=spec.mode, reuse_actors=True,
             # with a searcher and no limit Tune keeps only one trial pending, so say how many may run at once
             max_concurrent_trials=options.max_concurrent or concurrency or num_samples,
-            trial_dirname_creator=lambda trial: trial.trial_id,
+            trial_name_creator=lambda trial: _trial_name(trial, context),
+            trial_dirname_creator=lambda trial: _folder_name(_trial_name(trial, context), trial.trial_id),
         ),
         run_config=tune.RunConfig(
             storage_path=experiment.uri, name=label,
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[CSVLoggerCallback()], verbose=1,
+            # Tune's default loggers (JSON, CSV, TensorBoard) stay on; each trial's stdout and stderr go to files
+            # in its working folder, for a failed trial's last lines. Ray's own tables only with -v.
+            callbacks=[TrialProgress(num_samples, spec.metric),
+                       *tracker_callbacks(options.log, context.experiment, label)],
+            log_to_file=True, verbose=1 if verbose() else 0,
         ),
     )
     try:
         tuner.fit()
     except (OSError, pickle.UnpicklingError, EOFError) as error:
         # After the trials, Ray reads back its own files (e.g. pickled errors); on a full or failing disk those are
-        # truncated. Results come from our result.json files (written atomically), so go on and report from them.
+        # truncated. Results come from our trial records (written atomically), so go on and report from them.
         _say(f"Ray Tune could not finish its bookkeeping in {experiment.uri} ({type(error).__name__}: "
              f"{str(error).splitlines()[0] if str(error) else ''})")
 
@@ -285,15 +337,32 @@ def _storage_problem(experiment: Location) -> str | None:
     return None
 
 
-class _PlannedTrials:
-    """Define-by-run space of the grid phase: one categorical over the planned trial keys (picklable, as Ray
-    saves its searcher with the experiment state)."""
+def _trial_name(trial: Any, context: TrialContext) -> str:
+    """A planned trial's key (msm=off,mtm=true,seed=1) in Tune's table; a tuning trial's variant and Tune's id."""
+    if context.phase == "tune":
+        return f"{trial.config['variant_key']},{trial.trial_id}"
+    return planned_trial(trial.config, context.planned).trial_key
 
-    def __init__(self, keys: list[str]) -> None:
-        self.keys = keys
 
-    def __call__(self, trial: optuna.Trial) -> None:
-        trial.suggest_categorical("trial_key", self.keys)
+def _folder_name(name: str, trial_id: str) -> str:
+    """`name` as a trial folder's name, with the trial id added where characters had to be replaced (a factor value
+    with a slash, say) or it is too long for a filesystem, so that folders stay unique."""
+    safe = re.sub(r"[^\w.,=+-]", "_", name)
+    return safe if safe == name and len(name) <= 200 else f"{safe[:160]}_{trial_id}"
+
+
+class _PlannedOnly(optuna.samplers.BaseSampler):
+    """The sampler of the grid and final phases: every planned trial is enqueued once with its values (Tune asks for
+    exactly that many), a full grid or the subset an `exclude:` or a resumed run leaves; it never invents one."""
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: Any, search_space: Any) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(self, study: optuna.Study, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        raise RuntimeError(f"study {study.study_name} asked for a trial beyond the planned ones ({param_name})")
 
 
 class _OptunaSearch(OptunaSearch):
@@ -307,9 +376,18 @@ class _OptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
-def _grid_search_alg(keys: list[str], experiment: Location, spec: Spec, study: str) -> Any:
-    return _OptunaSearch(space=_PlannedTrials(keys), sampler=optuna.samplers.GridSampler({"trial_key": keys}, seed=0),
-                        metric=spec.metric, mode=spec.mode, storage=_journal(experiment), study_name=study)
+def _planned_space(plans: list[TrialPlan]) -> dict[str, Any]:
+    """Each factor and the seed as a Tune choice over the values the planned trials take: the searcher makes them
+    Optuna parameters (so Optuna's views and importances show the factors), and Tune's progress table shows them
+    as columns, which it does only for a space given to the Tuner, not for a searcher's define-by-run space."""
+    points = [trial_params(plan) for plan in plans]
+    return {name: tune.choice(list(dict.fromkeys(point[name] for point in points))) for name in points[0]}
+
+
+def _grid_search_alg(plans: list[TrialPlan], experiment: Location, spec: Spec, study: str) -> Any:
+    """Optuna over the planned trials, each enqueued once (Ray's points_to_evaluate) with its parameters."""
+    return _OptunaSearch(sampler=_PlannedOnly(), points_to_evaluate=[trial_params(plan) for plan in plans],
+                         metric=spec.metric, mode=spec.mode, storage=_journal(experiment), study_name=study)
 
 
 def run_experiment(spec: Spec, options: RunOptions) -> Outcome:
@@ -317,6 +395,7 @@ def run_experiment(spec: Spec, options: RunOptions) -> Outcome:
     Finished results of other code or data than this run's are refused (StaleResults), unless `options.stale`
     says to train them again or to keep them."""
     name = options.name or spec.name
+    check_trackers(options.log)  # a missing package stops the run before anything is written
     with _process_settings():
         experiment = locate(options.storage, name)
         check_format(experiment)
@@ -411,13 +490,14 @@ def _stale_message(stale: list[dict[str, Any]], finished: int, fingerprints: Map
 
 
 def _run_planned(context: TrialContext, spec: Spec, options: RunOptions, experiment: Location) -> None:
-    """One Tune invocation over the planned trials, each exactly once (an Optuna grid over their keys)."""
+    """One Tune invocation over the planned trials, each exactly once (enqueued in an Optuna study)."""
     _say(f"running {len(context.planned)} trials of {context.experiment} ({options.budget} budget) into "
          f"{experiment.uri}")
     # Each invocation gets its own study: the grid of what is left differs from run to run.
     label = f"{context.phase}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    search = _grid_search_alg(list(context.planned), experiment, spec, f"{context.experiment}/{label}")
-    _tune(context, search, len(context.planned), spec, options, experiment, label)
+    plans = list(context.planned.values())
+    search = _grid_search_alg(plans, experiment, spec, f"{context.experiment}/{label}")
+    _tune(context, search, len(plans), spec, options, experiment, label, param_space=_planned_space(plans))
 
 
 def _outcome(plans: list[TrialPlan], skipped: int, experiment: Location, fingerprints: Mapping[str, str],
@@ -427,12 +507,12 @@ def _outcome(plans: list[TrialPlan], skipped: int, experiment: Location, fingerp
     hashes = {p.config_hash for p in plans}
     finished = [r for h, r in results.items() if h in hashes and r.get("status") == "finished"]
     failed = [r for h, r in results.items() if h in hashes and r.get("status") != "finished"]
-    for record in failed:  # killed, or its last write failed: result.json still says running
+    for record in failed:  # killed, or its last write failed: its record still says running
         if not record.get("error"):
             record["error"] = (f"stopped after epoch {record.get('epochs_completed', 0)} of "
                                f"{record.get('epochs_planned', '?')} without recording why (see error.txt in "
                                f"{record['_dir']})")
-    # A trial that never wrote a result.json (its worker died before the first epoch on every retry, or the disk
+    # A trial that never wrote its record (its worker died before the first epoch on every retry, or the disk
     # was full) is failed too, not silently absent.
     failed += [{"config_hash": p.config_hash, "variant_key": p.variant_key, "seed": p.seed, "status": "missing",
                 "error": f"no {RESULT} was recorded (see error.txt under {experiment.uri})"}

@@ -1,9 +1,10 @@
 """The Ray Tune trainable: one trial = one `mmn.train.fit`, reporting every epoch with a checkpoint.
 
-A trial's config from the searcher is small: the key of a planned trial (grid phase), or the sampled values plus
-the variant (tuning phase). Everything else travels once per experiment in `TrialContext` through the object store.
-Each result.json records what the trial was given (CPUs, GPU share, the GPUs Ray assigned), the fingerprints of the
-code and data the runner saw, and the provenance (versions, git, GPU, the driver's command line).
+A trial's config from the searcher is small: the factor values and seed of a planned trial (grid and final phases,
+`trial_params`), or the sampled values plus the variant (tuning phase). Everything else travels once per experiment
+in `TrialContext` through the object store. Each trial's record (mmn.folders.RESULT) says what the trial was given
+(CPUs, GPU share, the GPUs Ray assigned), the fingerprints of the code and data the runner saw, and the provenance
+(versions, git, GPU, the driver's command line).
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from mmn.train import TrainingDiverged, fit
 
 from .expand import TrialPlan, build_config
 
+SEED = "train.seed"  # the seed's name among a planned trial's parameters, beside the factors' dotted keys
+
 
 @dataclass(frozen=True)
 class TrialContext:
@@ -40,6 +43,19 @@ class TrialContext:
     tune_seed: int = 1
     fingerprints: Mapping[str, str] = field(default_factory=dict)  # code_fingerprint, data_fingerprint
     command: tuple[str, ...] = ()  # the driver's command line
+
+
+def trial_params(plan: TrialPlan) -> dict[str, Any]:
+    """A planned trial as Optuna parameters and Tune config: each factor's value (by its dotted key) and the seed."""
+    return {**plan.variant, SEED: plan.seed}
+
+
+def planned_trial(config: Mapping[str, Any], planned: Mapping[str, TrialPlan]) -> TrialPlan:
+    """The planned trial whose parameters `config` holds."""
+    for plan in planned.values():
+        if trial_params(plan) == dict(config):
+            return plan
+    raise KeyError(f"no planned trial has the parameters {dict(config)}")
 
 
 def _restore(checkpoint_dir: Path, config_hash: str, context: TrialContext) -> None:
@@ -72,8 +88,8 @@ def _copy_checkpoint(checkpoint_dir: Path, config_hash: str, context: TrialConte
 
 
 def _result_dir() -> Path:
-    """Where result.json goes: straight into the experiment folder when it is a local or NFS path (so nothing is
-    lost if the driver dies), else the trial's staging folder, which Ray uploads."""
+    """Where the trial's record goes: straight into the experiment folder when it is a local or NFS path (so nothing
+    is lost if the driver dies), else the trial's staging folder, which Ray uploads."""
     context = tune.get_context()
     storage = context.get_storage()
     if storage is not None and isinstance(storage.storage_filesystem, pafs.LocalFileSystem):
@@ -91,8 +107,8 @@ def _given() -> dict[str, Any]:
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
-    if "trial_key" in config:  # grid or final phase: a planned trial
-        plan = context.planned[config["trial_key"]]
+    if context.phase != "tune":  # grid or final phase: a planned trial
+        plan = planned_trial(config, context.planned)
         variant_key, seed, variant, sampled = plan.variant_key, plan.seed, plan.variant, dict(plan.sampled)
         overrides = dict(plan.overrides)
     else:  # tuning phase: the sampled values arrive as dotted keys
@@ -106,7 +122,10 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     _restore(checkpoint_dir, run_config.hash(), context)
 
+    reported: list[int] = []  # the epochs reported to Tune by this run
+
     def report(record: dict[str, Any], folder: Path | None) -> None:
+        reported.append(record["epoch"])
         tune.report(record, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
     given = _given()
@@ -119,9 +138,11 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
              "resources": given, **context.fingerprints,
              "provenance": provenance(run_config.train.device, context.command)}
     try:
-        fit(run_config, on_epoch=report, checkpoint_dir=checkpoint_dir, out_dir=_result_dir(), extra=extra,
-            progress=False)
+        result = fit(run_config, on_epoch=report, checkpoint_dir=checkpoint_dir, out_dir=_result_dir(), extra=extra,
+                     progress=False)
+        if not reported:  # resumed after its last epoch (its driver died before Tune heard): report how it ended
+            tune.report({"epoch": result["epochs_completed"], **result["final"]})
     except TrainingDiverged:
-        # result.json already says failed and why. Retrying would diverge again at the same step, so end the trial
-        # normally (Ray does not retry it) with NaN metrics (Optuna records a failed trial, ASHA ignores it).
+        # The trial's record already says failed and why. Retrying would diverge again at the same step, so end the
+        # trial normally (Ray does not retry it) with NaN metrics (Optuna records a failed trial, ASHA ignores it).
         tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "diverged": True})

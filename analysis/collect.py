@@ -4,18 +4,19 @@ The folder may be given as a local path, a file:// URI or any URI pyarrow.fs und
 storage URI the experiment ran with; all access goes through pyarrow.fs, never Ray.
 
 The table has two kinds of row, told apart by the column "row":
-- "summary": one per trial, from its result.json; "epoch" is <NA>. These come first, ordered by trial folder.
+- "summary": one per trial, from its record (mmn.folders.RESULT, or result.json in folders written before it had
+  its own name; mmn.folders.record_paths); "epoch" is <NA>. These come first, ordered by trial folder.
 - "epoch": one per trial and epoch, from the history.jsonl beside it; then these, in the same trial order.
 Trial identity (experiment, trial_dir, trial_id, config_hash, variant, one column per factor named by its dotted
 key, seed, status, search_phase) is filled on both kinds. Measurements are filled on their own kind only: summary
 rows hold error, params, gflops, throughput_*, final_*, best_*, best_epoch, epochs_*, wall_time_s, started, ended,
-search_study, search_trial, config and search_sampled (canonical JSON of result.json's resolved config and of the
+search_study, search_trial, config and search_sampled (canonical JSON of the record's resolved config and of the
 values a search chose) and has_predictions; epoch rows hold history's keys (train_loss, lr, val_top1, ...).
 `variant` is the canonical JSON of the variant's settings (see columns.variant_key); trial_dir is the trial's folder
 relative to the experiment folder.
 
 Collected for another split than val (`collect(folder, split="test")`), summary rows also hold what
-`python -m ablations.evaluate` wrote beside result.json (mmn.folders.split_result_file): evaluated (whether the
+`python -m ablations.evaluate` wrote beside the record (mmn.folders.split_result_file): evaluated (whether the
 trial has that file, for its own configuration), labels_withheld (its metrics are null: the split's labels are not
 public), weights_epoch and the metrics test_top1, test_top5, ...; has_predictions then says whether the split's
 predictions file (mmn.folders.predictions_file) is there.
@@ -40,13 +41,11 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from mmn.atomic import atomic_write
-from mmn.folders import (EXPERIMENT, EXPERIMENT_FORMAT, HISTORY, RESULT, RESULT_FORMAT, SPLIT_RESULT_FORMAT, STUDY,
-                         check_version, predictions_file, split_result_file)
+from mmn.folders import (EXPERIMENT, EXPERIMENT_FORMAT, HISTORY, RESULT_FORMAT, SPLIT_RESULT_FORMAT, STUDY,
+                         check_version, predictions_file, record_paths, split_result_file)
 from mmn.metrics import METRIC_NAMES
 
 from .columns import variant_key
-
-UNREADABLE = f"unreadable {RESULT}"
 
 # Reads are I/O bound (local disk or object store); threads overlap them while the main thread parses.
 _READ_THREADS = 8
@@ -153,7 +152,8 @@ def _read_all(filesystem: pafs.FileSystem, paths: list[str]) -> list[bytes | Non
 
 
 def _is_foreign(data: bytes, beside_history: bool) -> bool:
-    """Whether an unparseable result.json is someone else's: Ray Tune writes its own, one JSON object per line."""
+    """Whether an unparseable record of an old folder (named result.json) is someone else's: Ray Tune writes its
+    own result.json, one JSON object per line."""
     if beside_history:
         return False  # our trial folder: the file is our own, cut short
     first_line = data.split(b"\n", 1)[0]
@@ -244,15 +244,16 @@ def collect(location: str | os.PathLike[str], split: str = "val") -> pd.DataFram
     """The tidy table of the experiment at `location` (see the module docstring for its rows and columns); a `split`
     other than "val" adds each trial's evaluation on that split.
 
-    A result.json that is not valid JSON counts as a failed trial with error "unreadable result.json", and one
-    warning lists every such file. Files named result.json without "format_version" and "config_hash" are not ours
-    (Ray's own logs) and are skipped. ExperimentError if experiment.json or a result is from a newer version.
+    A record that is not valid JSON counts as a failed trial with error "unreadable trial_result.json" (its file
+    name), and one warning lists every such file. Records without "format_version" and "config_hash" are not ours
+    (Ray's own result.json in an old folder) and are skipped. ExperimentError if experiment.json or a result is from
+    a newer version.
     """
     info = read_experiment(location)
     filesystem, root = _filesystem(location)
     files = {entry.path for entry in filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
              if entry.type == pafs.FileType.File}
-    result_paths = sorted(path for path in files if posixpath.basename(path) == RESULT)
+    result_paths = record_paths(files)
 
     summaries: list[dict[str, Any]] = []
     folders: list[str] = []
@@ -267,7 +268,8 @@ def collect(location: str | os.PathLike[str], split: str = "val") -> pd.DataFram
             if _is_foreign(data or b"", f"{folder}/{HISTORY}" in files):
                 continue
             unreadable.append(path)
-            record = {"format_version": RESULT_FORMAT, "config_hash": None, "status": "failed", "error": UNREADABLE}
+            record = {"format_version": RESULT_FORMAT, "config_hash": None, "status": "failed",
+                      "error": f"unreadable {posixpath.basename(path)}"}
         if not isinstance(record, dict) or "format_version" not in record or "config_hash" not in record:
             continue
         _check_format(record, RESULT_FORMAT, path)
@@ -278,7 +280,7 @@ def collect(location: str | os.PathLike[str], split: str = "val") -> pd.DataFram
         folders.append(folder)
         split_paths.append(f"{folder}/{split_result_file(split)}")
     if unreadable:
-        warnings.warn(f"{len(unreadable)} unreadable {RESULT} (invalid JSON), counted as failed trials: "
+        warnings.warn(f"{len(unreadable)} unreadable trial records (invalid JSON), counted as failed trials: "
                       + ", ".join(unreadable), stacklevel=2)
 
     split_columns: list[str] = []

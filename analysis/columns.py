@@ -1,6 +1,6 @@
 """How metrics, factor values and variants are named: result keys, table columns, table headers and axis labels.
 
-A metric is chosen by a short name ("top1", "body_top1", ...). Its values live in result.json under "best" (at the
+A metric is chosen by a short name ("top1", "body_top1", ...). Its values live in the trial record under "best" (at the
 best epoch, the checkpoint the release keeps: the default) or "final" (last epoch), which `collect` turns into the
 columns best_val_top1 / final_val_top1, and in history.jsonl under the key itself (val_top1). On another split
 (`collect(..., split="test")`) a metric is the evaluation of each trial's best weights: column test_top1.
@@ -19,7 +19,7 @@ PHASES = ("best", "final")
 
 @dataclass(frozen=True)
 class MetricSpec:
-    key: str  # key in result.json's best/final dicts and in history.jsonl
+    key: str  # key in the trial record's best/final dicts and in history.jsonl
     header: str  # table column header, plain text (tables escape it)
     axis: str  # plot axis label, with unit
     higher_is_better: bool = True

@@ -3,9 +3,9 @@ compares. A table or plot uses the trials of one setting only.
 
 A rerun of an experiment with another `--epochs` or `--set` writes its trials into the same folder; a table mixing
 them would compare variants trained differently. Two trials are of one setting when their resolved configurations
-(result.json "config") agree once these keys are left out:
+(the trial record's "config") agree once these keys are left out:
 - what the experiment compares: its factors, the keys its rules set per variant, the values a search tuned per
-  variant (result.json "search"."sampled"), and the seed (train.seed);
+  variant (the record's "search"."sampled"), and the seed (train.seed);
 - what says where a run executed rather than what it computed: the keys mmn.config leaves out of the config hash
   (train.device, train.threads, train.eval_batch_size). That list lives there, once: two configurations differing
   only there have the same hash.
@@ -85,7 +85,7 @@ def describe_settings(info: ExperimentInfo, found: list[Setting], chosen: Settin
 
 def setting_rows(table: pd.DataFrame, info: ExperimentInfo, chosen: Setting) -> pd.Series:
     """Which rows of `table` belong to `info`'s experiment and `chosen`, and rows of its trials that recorded no
-    config (an unreadable result.json: a failed trial, listed whatever the setting)."""
+    config (an unreadable trial record: a failed trial, listed whatever the setting)."""
     mine = table["experiment"] == info.name
     unplaced = set(table.loc[mine & (table["row"] == "summary") & table["config"].isna(), "trial_dir"])
     return mine & table["trial_dir"].isin(chosen.trial_dirs | unplaced)

@@ -185,7 +185,8 @@ def plot_cost_accuracy(summary: pd.DataFrame, info: ExperimentInfo, out_dir: str
 
 def plot_param_importance(info: ExperimentInfo, out_dir: str | Path, *, formats: Sequence[str] = FORMATS,
                           stem: str = "param_importance", min_trials: int = MIN_STUDY_TRIALS) -> list[Path]:
-    """Hyperparameter importance (PED-ANOVA, normalised to sum 1) of each tuned study in study.journal."""
+    """Parameter importance (PED-ANOVA, normalised to sum 1) of each Optuna study in study.journal: a tuning
+    study's sampled hyperparameters, a grid or final study's factors and seed (each one an Optuna parameter)."""
     studies = load_studies(info.location)
     if not studies:
         raise NothingToPlot("no Optuna study (study.journal) in the experiment")
@@ -207,7 +208,7 @@ def plot_param_importance(info: ExperimentInfo, out_dir: str | Path, *, formats:
             if importances:
                 results.append((study.study_name, len(completed), importances))
             else:
-                skipped.append(f"{study.study_name}: no hyperparameters")
+                skipped.append(f"{study.study_name}: no parameters")
     if not results:
         raise NothingToPlot("; ".join(skipped))
     with sns.axes_style(_STYLE):
@@ -219,7 +220,7 @@ def plot_param_importance(info: ExperimentInfo, out_dir: str | Path, *, formats:
             ax.invert_yaxis()  # most important on top
             ax.set_title(f"Study {name} ({count} trials)")
             ax.set_xlabel("Importance (PED-ANOVA, fraction of total)")
-            ax.set_ylabel("Hyperparameter")
+            ax.set_ylabel("Parameter")
         if skipped:
             figure.supxlabel("Not shown: " + "; ".join(skipped), fontsize=8)
     return _save(figure, out_dir, stem, formats)

@@ -3,6 +3,7 @@ that did not finish, and summary.md saying what each file shows.
 
     python -m analysis.report RUN [RUN ...] [--metrics top1,top5,...] [--format latex,md,png,pdf] [--out DIR]
                               [--phase best|final] [--split val|test] [--group N] [--fusion probabilities|logits]
+                              [--latex-fit auto|span|column|none]
 
 RUN is an experiment folder: a path, a file:// URI or the storage URI it ran with (s3://..., which needs --out).
 Everything goes to <first RUN>/report/ for the val split and to <first RUN>/report/<split>/ for another one (so the
@@ -20,6 +21,7 @@ import json
 import os
 import re
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 from urllib.parse import unquote, urlparse
@@ -38,9 +40,10 @@ from .plots import (NothingToPlot, plot_confusion, plot_cost_accuracy, plot_lear
                     plot_param_importance)
 from .stats import counted_trials, failed_trials, summarize
 from .submission import labels_withheld, write_submissions
-from .tables import LATEX_PREAMBLE, latex_table, markdown_failed, markdown_table
+from .tables import LATEX_FITS, LATEX_PREAMBLE, latex_table, markdown_failed, markdown_table
 
 FORMATS = ("latex", "md", *IMAGE_FORMATS)
+LATEX_PREAMBLE_FILE = "preamble.tex"  # what table.tex needs, for the paper's preamble: \input{preamble.tex}
 SERVER = "MA-52 evaluation server"
 
 
@@ -221,15 +224,17 @@ def _summary_markdown(experiments: Sequence[ExperimentInfo], table: pd.DataFrame
 def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                  metrics: Sequence[str] | None = None, formats: Sequence[str] | None = None,
                  out_dir: str | os.PathLike[str] | None = None, *, phase: str = "best", split: str = "val",
-                 group: int = 1, fusion: str = "probabilities", say: Callable[[str], None] = print) -> Path:
+                 group: int = 1, fusion: str = "probabilities", latex_fit: str = "auto",
+                 say: Callable[[str], None] = print) -> Path:
     """Write the report of the experiments in `run_dirs` and return its folder.
 
     metrics: short names (see analysis.columns.METRICS); by default the paper's (top1, top5, body_top1, f1_mean)
     that the runs recorded. formats: any of latex, md, png, pdf (default all). out_dir: default <first run>/report,
     or <first run>/report/<split> for a split other than val. phase: "best" (best-epoch values, the default) or
-    "final". split: "val" (result.json's metrics) or another split that ablations.evaluate evaluated. group: which
+    "final". split: "val" (the trial records' metrics) or another split that ablations.evaluate evaluated. group: which
     setting of each experiment the tables use, 1 the newest (analysis.groups). fusion: how ensembles fuse their
-    streams (analysis.ensembles.FUSIONS). `say` gets each line worth telling on the console (several settings,
+    streams (analysis.ensembles.FUSIONS). latex_fit: how table.tex fits the page (analysis.tables.LATEX_FITS); its
+    preamble goes to preamble.tex. `say` gets each line worth telling on the console (several settings,
     trials not evaluated, server files). ReportError, ExperimentError or EnsembleError on bad input.
     """
     runs = [os.fspath(run_dirs)] if isinstance(run_dirs, (str, os.PathLike)) else [os.fspath(r) for r in run_dirs]
@@ -238,6 +243,7 @@ def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     formats = _check_choices(formats, FORMATS, "format")
     phase = _check_choices([phase], PHASES, "phase")[0]
     fusion = _check_choices([fusion], FUSIONS, "fusion")[0]
+    latex_fit = _check_choices([latex_fit], LATEX_FITS, "LaTeX fit")[0]
     if not re.fullmatch(r"[A-Za-z0-9_-]+", split):
         raise ReportError(f"split must be a name such as val or test, got {split!r}")
     if split != "val" and phase != "best":
@@ -286,8 +292,9 @@ def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
                     f"use setting {group}") for path in save_table(collected, out)] + submitted
     notes: list[str] = []
     for name, wanted, write, shows in [
-            ("table.tex", "latex", latex_table,
-             f"the ablation table in LaTeX (booktabs); preamble: `{LATEX_PREAMBLE.strip().replace(chr(10), ' ')}`"),
+            ("table.tex", "latex", partial(latex_table, fit=latex_fit),
+             f"the ablation table in LaTeX (booktabs; --latex-fit {latex_fit}); put "
+             f"`\\input{{{LATEX_PREAMBLE_FILE}}}` in the document's preamble"),
             ("table.md", "md", markdown_table, "the ablation table in Markdown")]:
         path = out / name
         if wanted not in formats:
@@ -295,8 +302,14 @@ def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
         if len(withheld) < len(experiments):  # with every experiment's labels withheld there is nothing to tabulate
             write_text(path, write(summary, experiments, metrics, phase=phase, split=split, notes=caption_notes))
             files.append((path, shows))
+            if wanted == "latex":
+                write_text(out / LATEX_PREAMBLE_FILE, LATEX_PREAMBLE)
+                files.append((out / LATEX_PREAMBLE_FILE, "the lines table.tex needs in the document's preamble "
+                                                         "(article, acmart, IEEEtran)"))
         else:
             path.unlink(missing_ok=True)  # left from an earlier report, no longer true
+            if wanted == "latex":
+                (out / LATEX_PREAMBLE_FILE).unlink(missing_ok=True)
             notes.append(f"{name} not written: the {split} labels are withheld; the {SERVER} scores the server files")
     failed = failed_trials(table)
     failed_path = out / "failed.md"
@@ -324,10 +337,22 @@ def _split(text: str | None) -> list[str] | None:
     return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
 
 
+EXAMPLES = """examples:
+  python -m analysis.report runs/msm_mtm
+  python -m analysis.report runs/msm_mtm runs/depth --metrics val_top1,params --format md,png
+  python -m analysis.report runs/msm_mtm --split test --out reports/test
+  mmn-ablate report s3://bucket/runs/msm_mtm
+"""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (2 on bad input)."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.report",
+    from importlib import metadata
+
+    parser = argparse.ArgumentParser(prog="python -m analysis.report", epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
                                      description="Tables and plots of finished experiments.")
+    parser.add_argument("--version", action="version", version=f"mmn-ablate {metadata.version('mmn-ablate')}")
     parser.add_argument("runs", nargs="+", metavar="RUN", help="experiment folder, file:// or s3:// URI")
     parser.add_argument("--metrics", help=f"comma-separated, from: {', '.join(METRICS)} "
                                           f"(default: {', '.join(DEFAULT_METRICS)}, those recorded)")
@@ -343,10 +368,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fusion", default="probabilities", choices=FUSIONS,
                         help="how ensembles fuse their streams: weighted sum of softmax probabilities (default) or "
                              "of raw logits")
+    parser.add_argument("--latex-fit", default="auto", choices=LATEX_FITS,
+                        help="how table.tex fits the page: auto (default: one column when narrow enough, else "
+                             "span), span (table*, both columns), column (table, one column), none (natural size)")
     args = parser.parse_args(argv)
     try:
         out = build_report(args.runs, metrics=_split(args.metrics), formats=_split(args.format), out_dir=args.out,
-                           phase=args.phase, split=args.split, group=args.group, fusion=args.fusion)
+                           phase=args.phase, split=args.split, group=args.group, fusion=args.fusion,
+                           latex_fit=args.latex_fit)
     except (ReportError, ExperimentError, EnsembleError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

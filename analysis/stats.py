@@ -162,7 +162,7 @@ def significance_note(summary: pd.DataFrame, experiment: str) -> str | None:
 def failed_trials(table: pd.DataFrame) -> pd.DataFrame:
     """Every trial that did not finish (tuning trials included), never silently dropped.
 
-    Columns: experiment, variant (canonical JSON, None if its result.json was unreadable), seed, status, error,
+    Columns: experiment, variant (canonical JSON, None if its trial record was unreadable), seed, status, error,
     search_phase, trial_dir, and rerun_finished: whether the same configuration (config_hash) finished in
     another trial, so the failure cost no result.
     """

@@ -4,13 +4,13 @@ One column per factor (switches as check marks, other values as text), one per m
 with the best mean in bold and significance marks against the reference, then Params (M) and GFLOPs. Several
 experiments share one table, their rows grouped under a header row per experiment.
 
-The LaTeX needs only booktabs and amssymb (standard TeX Live: Debian's texlive-latex-base and
-texlive-latex-recommended): put LATEX_PREAMBLE in the document's preamble.
+The LaTeX needs booktabs, graphicx and amssymb (standard TeX Live: Debian's texlive-latex-base and
+texlive-latex-recommended): put LATEX_PREAMBLE (the report's preamble.tex) in the document's preamble. It suits
+`article`, `IEEEtran` and `acmart`; LATEX_FITS are the ways a table fits the page.
 """
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -22,11 +22,30 @@ from .columns import METRICS, value_text, variant_label
 from .stats import significance_note, stars
 
 # \providecommand: a document that already defines \cmark / \xmark (often with pifont's \ding) keeps its own.
+# amssymb only where \checkmark is missing: acmart loads newtxmath, which defines every amssymb symbol, and a later
+# amssymb stops the document ("Command \Bbbk already defined"). The ablationfit environment shrinks its content to
+# the line's width (a column, or the page in table*) only when wider, so a table is never enlarged.
 LATEX_PREAMBLE = r"""\usepackage{booktabs}
-\usepackage{amssymb}
+\usepackage{graphicx}
+\ifdefined\checkmark\else\usepackage{amssymb}\fi
 \providecommand{\cmark}{\ensuremath{\checkmark}}
 \providecommand{\xmark}{\ensuremath{\times}}
+\ifdefined\ablationfitbox\else
+  \newsavebox{\ablationfitbox}
+  \newenvironment{ablationfit}{\begin{lrbox}{\ablationfitbox}}{\end{lrbox}%
+    \ifdim\wd\ablationfitbox>\linewidth\resizebox{\linewidth}{!}{\usebox{\ablationfitbox}}%
+    \else\usebox{\ablationfitbox}\fi}
+\fi
 """
+
+# How a table fits the page: auto (column when its compact form fits a two-column paper's column, else span);
+# span (table*: both columns of a two-column paper, the text width of a one-column one); column (table: one
+# column); none (table at natural size, as written before there were options). All but none set the body in
+# \footnotesize with narrower column gaps, and shrink it to the width when still wider.
+LATEX_FITS = ("auto", "span", "column", "none")
+_COLUMN_PT = 240.0  # the narrowest column of the common two-column classes (acmart sigconf 241pt, IEEEtran 252pt)
+_CHAR_PT = 4.4  # average width of a character at \footnotesize, measured on the 10-column demo table
+_COMPACT_SEP_PT = 3.0  # \tabcolsep of the compact body
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -126,7 +145,8 @@ def _marked_column(row: _Row, layout: _Layout) -> int:
 
 
 def _number(value: float, decimals: int) -> str | None:
-    return None if value is None or math.isnan(value) else f"{value:.{decimals}f}"
+    # pd.isna: a variant whose every trial failed has pd.NA (the mean of a nullable column), not NaN
+    return None if pd.isna(value) else f"{float(value):.{decimals}f}"
 
 
 def _default_caption(experiments: Sequence[ExperimentInfo]) -> str:
@@ -176,16 +196,20 @@ _MARKDOWN = _Syntax(on="✓", off="✗", missing="—", escape=escape_markdown, 
 
 def latex_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metrics: Sequence[str], *,
                 phase: str = "best", split: str = "val", caption: str | None = None, label: str | None = None,
-                notes: Sequence[str] = ()) -> str:
-    """A booktabs `table` environment (needs LATEX_PREAMBLE). `caption` is plain text (escaped here); the notes
-    on what the cells mean, on missing tests, on reused results and `notes` (plain sentences) are appended to it.
-    `label` defaults to tab:<experiment names>; `split` and `phase` say where the values come from.
+                notes: Sequence[str] = (), fit: str = "auto") -> str:
+    """A booktabs `table` (or `table*`) environment (needs LATEX_PREAMBLE). `caption` is plain text (escaped here);
+    the notes on what the cells mean, on missing tests, on reused results and `notes` (plain sentences) are appended
+    to it. `label` defaults to tab:<experiment names>; `split` and `phase` say where the values come from; `fit`
+    (one of LATEX_FITS) how the table fits the page.
     """
+    if fit not in LATEX_FITS:
+        raise ValueError(f"unknown LaTeX fit {fit!r}; valid fits: {', '.join(LATEX_FITS)}")
     layout = _layout(summary, experiments, metrics)
     factor_headers = layout.factor_headers or ["Variant"]
     headers = ([escape_latex(header) for header in factor_headers]
                + [escape_latex(METRICS[metric].header) for metric in metrics] + ["Params (M)", "GFLOPs"])
     width = len(headers)
+    rows_cells = [headers]
     lines = [r"\begin{tabular}{" + "l" * len(factor_headers) + "c" * len(metrics) + "rr}", r"\toprule",
              " & ".join(headers) + r" \\", r"\midrule"]
     for index, (info, rows) in enumerate(layout.groups):
@@ -200,18 +224,36 @@ def latex_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], me
                 factors[_marked_column(row, layout)] += r"\textsuperscript{\dag}"
             cells = [_LATEX.cell(cell, METRICS[metric].decimals) for cell, metric in zip(row.cells, metrics)]
             costs = [_number(row.params_m, 2) or "---", _number(row.gflops, 2) or "---"]
+            rows_cells.append(factors + cells + costs)
             lines.append(" & ".join(factors + cells + costs) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
 
+    # The mark in a box (\textsuperscript), as in the rows: a bare \dag in a caption that microtype expands stops
+    # acmart where its fonts are missing (TS1 bitmap fonts cannot be expanded).
     text = escape_latex(caption or _default_caption(experiments)) + (
         f". {escape_latex(_measured(phase, split))}, " + r"mean{\scriptsize$\pm$}std over seeds; best in bold; "
-        r"\dag{} reference; $^{*}$ $p<0.05$, $^{**}$ $p<0.01$ against the reference (paired $t$-test over seeds, "
-        r"Holm-corrected).")
+        r"\textsuperscript{\dag} reference; $^{*}$ $p<0.05$, $^{**}$ $p<0.01$ against the reference (paired $t$-test "
+        r"over seeds, Holm-corrected).")
     text += "".join(f" {escape_latex(note)}." for note in [*layout.notes, *notes])
     names = "-".join(info.name for info in experiments)
     label = label or "tab:" + re.sub(r"[^A-Za-z0-9:_-]+", "-", names)
-    return "\n".join([r"\begin{table}[t]", r"\centering", rf"\caption{{{text}}}", rf"\label{{{label}}}",
-                      *lines, r"\end{table}", ""])
+    if fit == "auto":
+        fit = "column" if _compact_width_pt(rows_cells) <= _COLUMN_PT else "span"
+    float_name = "table*" if fit == "span" else "table"
+    if fit != "none":
+        lines = [r"\footnotesize", rf"\setlength{{\tabcolsep}}{{{_COMPACT_SEP_PT:g}pt}}", r"\begin{ablationfit}",
+                 *lines, r"\end{ablationfit}"]
+    return "\n".join([rf"\begin{{{float_name}}}[t]", r"\centering", rf"\caption{{{text}}}", rf"\label{{{label}}}",
+                      *lines, rf"\end{{{float_name}}}", ""])
+
+
+def _compact_width_pt(rows: list[list[str]]) -> float:
+    """A rough width of the compact tabular: the widest cell of each column, counted in visible characters."""
+    def visible(cell: str) -> int:
+        return len(re.sub(r"\\[A-Za-z]+|[{}$^]", "", cell))
+
+    columns = zip(*rows)
+    return sum(max(map(visible, column)) * _CHAR_PT + 2 * _COMPACT_SEP_PT for column in columns)
 
 
 # Markdown
@@ -251,7 +293,7 @@ def markdown_failed(failed: pd.DataFrame, experiments: Sequence[ExperimentInfo])
     lines = ["| Experiment | Variant | Seed | Status | Error | Phase | Rerun finished | Trial folder |",
              "|:---|:---|---:|:---|:---|:---|:---|:---|"]
     for row in failed.itertuples(index=False):
-        variant = ("unknown (unreadable result.json)" if not isinstance(row.variant, str)
+        variant = ("unknown (unreadable trial record)" if not isinstance(row.variant, str)
                    else variant_label(json.loads(row.variant), labels.get(row.experiment, {})))
         cells = [row.experiment, variant, "—" if pd.isna(row.seed) else str(row.seed), row.status,
                  "" if not isinstance(row.error, str) else row.error,

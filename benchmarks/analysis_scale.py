@@ -3,7 +3,7 @@
     python -m benchmarks.analysis_scale [--variants 20] [--seeds 500] [--epochs 20] [--keep DIR]
 
 Writes a fake experiment folder in the contract's format (tests/helpers/experiment_factory.py: Ray-like nested trial
-folders, result.json + history.jsonl each) into a temporary folder, then times the analysis from a cold process
+folders, a trial record + history.jsonl each) into a temporary folder, then times the analysis from a cold process
 state (nothing cached in Python; the OS page cache is warm from writing). The goal is 10 s; the ratio printed is
 measured time / goal (below 1 meets it).
 """

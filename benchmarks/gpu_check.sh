@@ -3,7 +3,7 @@
 #   1. tests/test_cuda.py (fp32 reproduces the release on the GPU, bf16 stays close, fit runs on CUDA);
 #   2. a paper-budget `ablations.run msm_mtm --epochs 2` on the built-in synthetic set, 4 trials sharing the GPU;
 #   3. `ablations.evaluate` of that experiment on the test split, and its test-split report;
-#   4. what ran on the GPU and how fast, read back from the trials' result.json files.
+#   4. what ran on the GPU and how fast, read back from the trials' records (mmn.folders.RESULT).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR [ablations.run options ...]]
 #
@@ -43,7 +43,8 @@ echo "== 4. what ran where"
 python - "$out/runs/gpu_check" <<'EOF'
 import json, sys
 from pathlib import Path
-for path in sorted(Path(sys.argv[1]).rglob("result.json")):
+from mmn.folders import RESULT
+for path in sorted(Path(sys.argv[1]).rglob(RESULT)):
     record = json.loads(path.read_text())
     if "config_hash" not in record:
         continue

@@ -6,7 +6,7 @@ recorded and the report built.
 Runs `python -m ablations.run` in-process on a fresh local Ray instance, on a one-variant spec with `--seeds
 TRIALS` and the smallest model (width 16, one block, one scale, 8 frames). Prints the time per trial (Ray, Optuna
 and the training together), the time of the report, and checks that every planned config hash has exactly one
-finished result.json and that the report counts them all. Exit status 0 when all of that holds.
+finished record (mmn.folders.RESULT) and that the report counts them all. Exit status 0 when all of that holds.
 tests/test_reliability.py runs the same with 40 trials.
 """
 from __future__ import annotations
@@ -39,6 +39,7 @@ def main() -> int:
     from ablations.runner import RunOptions, plan_experiment
     from ablations.spec import load_spec
     from mmn.config import parse_assignments
+    from mmn.folders import RESULT
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="load500-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,7 @@ def main() -> int:
     planned = {p.config_hash for p in plan_experiment(load_spec(spec), RunOptions(
         epochs=1, seeds=args.trials, overrides=parse_assignments([f"{k}={v}" for k, v in SMALL.items()])))}
     finished: dict[str, int] = {}
-    for path in folder.rglob("result.json"):
+    for path in folder.rglob(RESULT):
         try:
             record = json.loads(path.read_text())
         except ValueError:

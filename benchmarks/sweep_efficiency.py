@@ -18,6 +18,7 @@ import ray
 
 from ablations.runner import RunOptions, run_experiment
 from ablations.spec import load_spec
+from mmn.folders import RESULT
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
     wall = time.perf_counter() - sweep_started
     ray.shutdown()
 
-    trials = [json.loads(p.read_text()) for p in Path(storage, spec.name).rglob("result.json")]
+    trials = [json.loads(p.read_text()) for p in Path(storage, spec.name).rglob(RESULT)]
     training = sum(t.get("wall_time_s", 0.0) for t in trials)
     slots = min(slots, len(trials))
     print(f"{len(outcome.finished)} of {outcome.planned} trials finished in {wall:.1f} s on {slots} slots")

@@ -8,10 +8,17 @@ A reader refuses a record whose version is newer than the one below (it would mi
 """
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Iterable
+
 from .metrics import METRIC_NAMES
 
 # A trial folder: one training run (`mmn.train.fit`), standalone or as a Ray Tune trial.
-RESULT = "result.json"  # our record: status, config and its hash, final and best metrics, cost, versions, hardware
+# Our record: status, config and its hash, final and best metrics, cost, versions, hardware. Its own name, because a
+# Ray trial folder is also Ray Tune's, whose readers (ExperimentAnalysis) need Ray's result.json there: JSON lines of
+# the reported metrics.
+RESULT = "trial_result.json"
+LEGACY_RESULT = "result.json"  # our record's name before: it replaced Ray's; folders written then are still read
 HISTORY = "history.jsonl"  # one JSON line per finished epoch
 BEST_PREDICTIONS = "best_val_predictions.npz"  # logits, labels and clip names of the val split at the best epoch
 BEST_WEIGHTS = "best_weights.pt"  # the model's weights at the best val epoch, with its config (mmn.model.load)
@@ -23,8 +30,18 @@ RESULT_FORMAT = 1
 CHECKPOINT_FORMAT = 1
 WEIGHTS_FORMAT = 1
 
-# A trial's best weights evaluated on a split afterwards (`python -m ablations.evaluate`), beside its result.json.
+# A trial's best weights evaluated on a split afterwards (`python -m ablations.evaluate`), beside its record.
 SPLIT_RESULT_FORMAT = 1
+
+
+def record_paths(paths: Iterable[str]) -> list[str]:
+    """Of the "/"-separated file `paths` under an experiment folder, those that may hold a trial's record, sorted:
+    every RESULT, and a LEGACY_RESULT in a folder without one (an old folder's record; but it may be Ray's own, or
+    torn: the reader tells them apart by content). Beside a RESULT, result.json is always Ray's."""
+    split = [posixpath.split(path) for path in paths]
+    current = {folder for folder, name in split if name == RESULT}
+    return sorted(posixpath.join(folder, name) for folder, name in split
+                  if name == RESULT or (name == LEGACY_RESULT and folder not in current))
 
 
 def predictions_file(split: str) -> str:

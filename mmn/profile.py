@@ -1,15 +1,15 @@
 """Cost of an MMN variant: parameters, forward GFLOPs per clip, train and eval throughput.
 
     python -m mmn.profile [--dataset ma52|imigue] [--batch 32] [--threads N] [--steps 3] [--no-throughput]
-                          [--json] [key=value ...]
+                          [--json] [--print-config] [model.KEY=VALUE ...]
 
-key=value pairs set ModelConfig fields, e.g. `msm=graph depth=2 pos_enc=none embed_dim=64`. Parameters and
+model.KEY=VALUE pairs set ModelConfig fields, the same dotted keys as mmn.train and ablations.run take, e.g.
+`model.msm=graph model.depth=2 model.pos_enc=none` (mmn.cli holds the command line's parser). Parameters and
 GFLOPs are cheap (the FLOPs come from a weightless forward pass on the meta device) and are the columns of the
 ablation tables; throughput runs real training steps and takes seconds to minutes.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
@@ -20,11 +20,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import parse_assignments
-from .layouts import LAYOUTS, get_layout
+from .cli import profile_parser
+from .config import check_value, parse_assignments
+from .layouts import get_layout
 from .model import MMN, ConfigError, ModelConfig, fuse_for_inference
 from .runtime import num_threads
 from .suggest import closest
@@ -173,30 +175,35 @@ def format_table(config: ModelConfig, result: dict[str, float], batch_size: int,
     return "\n".join(lines)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _model_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """model.KEY=VALUE pairs → ModelConfig fields; any other key is the error mmn.train gives for it. A bare field
+    name (msm=graph, this command's earlier syntax) still works, with a warning."""
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    overrides = {}
+    for pair in pairs:
+        ((key, value),) = parse_assignments([pair]).items()
+        if key in model_fields:
+            print(f"warning: {pair} is deprecated; write model.{pair}", file=sys.stderr)
+            key = f"model.{key}"
+        value = check_value(key, value)
+        section, _, name = key.partition(".")
+        if section != "model":
+            raise ConfigError(f"{key}: mmn.profile measures the model alone and takes model.* keys only, "
+                              f"e.g. model.depth=2")
+        overrides[name] = value
+    return overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mmn.profile", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="ModelConfig fields to change")
-    parser.add_argument("--dataset", choices=sorted(LAYOUTS), default="ma52",
-                        help="sets num_joints and num_classes (default ma52)")
-    parser.add_argument("--batch", type=_positive_int, default=32, help="clips per throughput step (default 32)")
-    parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--steps", type=_positive_int, default=3, help="timed steps per throughput figure (default 3)")
-    parser.add_argument("--no-throughput", action="store_true", help="only parameters and GFLOPs (fast)")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(argv)
+    args = profile_parser().parse_intermixed_args(argv)
     try:
-        config = build_config(args.dataset, parse_overrides(args.overrides))
+        config = build_config(args.dataset, _model_overrides(args.overrides))
     except ValueError as error:  # ConfigError included
-        print(f"mmn.profile: error: {error}", file=sys.stderr)
+        print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(yaml.safe_dump({"model": config.to_dict()}, sort_keys=False), end="")
+        return 0
     if args.no_throughput:
         result: dict[str, float] = {"params": count_parameters(config), "gflops": count_gflops(config)}
     else:

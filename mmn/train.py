@@ -6,7 +6,6 @@ started again on the same folder resumes from it and continues bit-exactly on th
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import functools
@@ -20,9 +19,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+import yaml
+from tqdm import tqdm
 
 from .atomic import atomic_write, write_json
 from .checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint, save_weights
+from .cli import train_parser
 from .config import (BUDGETS, ConfigError, DataConfig, RunConfig, apply_overrides, flatten, parse_assignments,
                      with_budget)
 from .data import SkeletonDataset
@@ -59,21 +61,28 @@ def load_split(data: DataConfig, split: str, num_frames: int, seed: int) -> Skel
 
 
 class _Progress:
-    """One status line per epoch; within an epoch a bar that redraws in place when the output is a terminal."""
+    """One status line per epoch; within an epoch a tqdm bar that redraws in place when the output is a terminal."""
 
     def __init__(self, enabled: bool, epochs: int) -> None:
         self.enabled, self.epochs = enabled, epochs
         self.live = enabled and sys.stderr.isatty()
+        self.bar: tqdm | None = None
 
     def step(self, epoch: int, step: int, steps: int, loss: float) -> None:
-        if self.live and (step == steps or step % 5 == 0):
-            filled = int(24 * step / steps)
-            print(f"\repoch {epoch}/{self.epochs} [{'#' * filled}{'.' * (24 - filled)}] {step}/{steps} "
-                  f"loss {loss:.3f}", end="", file=sys.stderr, flush=True)
+        if not self.live:
+            return
+        if self.bar is None:
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.epochs}", unit="step", leave=False,
+                            file=sys.stderr, dynamic_ncols=True)
+        self.bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        self.bar.update(1)
 
     def epoch(self, record: dict[str, Any]) -> None:
+        if self.bar is not None:  # gone before the epoch's line, which stays
+            self.bar.close()
+            self.bar = None
         if self.enabled:
-            print(("\r" if self.live else "") + f"epoch {record['epoch']}/{self.epochs}  loss {record['train_loss']:.4f}  "
+            print(f"epoch {record['epoch']}/{self.epochs}  loss {record['train_loss']:.4f}  "
                   f"val top1 {record['val_top1']:.2f}  top5 {record['val_top5']:.2f}  lr {record['lr']:.2e}  "
                   f"{record['time_s']:.1f}s", file=sys.stderr, flush=True)
 
@@ -133,9 +142,9 @@ def save_predictions(path: str | Path, logits: np.ndarray, labels: np.ndarray, n
 
 def fit(config: RunConfig, on_epoch: EpochCallback | None = None, checkpoint_dir: str | Path | None = None,
         out_dir: str | Path | None = None, extra: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train one model; returns the result (also written to `out_dir`/result.json, default `checkpoint_dir`).
+    """Train one model; returns the result (also written to `out_dir`/RESULT, default `checkpoint_dir`).
 
-    `extra` is merged into result.json (a Ray trial adds its experiment, variant and trial id). A checkpoint
+    `extra` is merged into that record (a Ray trial adds its experiment, variant and trial id). A checkpoint
     already in `checkpoint_dir` is resumed from; one of another configuration is an error.
     """
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -204,6 +213,8 @@ def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | 
         history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
         elapsed_before = state["elapsed_s"]
         resumes = [*state.get("resumes", []), len(history)]
+        # what the run holds already, in case no epoch is left to train (it was stopped after its last checkpoint)
+        result.update(_summary(history, best, best_epoch), wall_time_s=round(elapsed_before, 3))
     first_epoch = len(history) + 1
     result["resumed_after_epochs"] = resumes
 
@@ -313,15 +324,7 @@ def load_config(path: str | Path | None, budget: str | None, assignments: list[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m mmn.train",
-        description="Train one MMN model with the release's protocol. Overrides are dotted keys, e.g. "
-                    "model.msm=graph train.epochs=10 data.root=/data/ma52; `budget=quick` picks a named budget.")
-    parser.add_argument("--config", help="a YAML or JSON file of config values (nested or dotted keys)")
-    parser.add_argument("--out", default=None, help="folder for checkpoints and results (default runs/train/<hash>)")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_intermixed_args(argv)
+    args = train_parser().parse_intermixed_args(argv)
     budget = None
     assignments = []
     for item in args.overrides:
@@ -336,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         if budget and budget not in BUDGETS:
             print(f"budgets: {', '.join(BUDGETS)}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(yaml.safe_dump(config.to_dict(), sort_keys=False), end="")
+        return 0
     if config.data.root and "://" not in config.data.root and not Path(config.data.root).exists():
         print(f"error: data folder {config.data.root} does not exist; set data.root=FOLDER to the folder that "
               f"holds {config.data.dataset}'s files (or leave it out to train on the built-in synthetic set)",

@@ -21,6 +21,7 @@ from ablations.runner import RunOptions, run_experiment, scan_results
 from ablations.spec import load_spec
 from ablations.storage import locate
 from mmn.config import DataConfig
+from mmn.folders import RESULT
 from mmn.provenance import data_fingerprint, git_state
 from tests.helpers.processes import trial_workers
 
@@ -44,7 +45,7 @@ def _spec(tmp_path: Path) -> Path:
 
 
 def _results(folder: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in folder.rglob("result.json")]
+    return [json.loads(p.read_text()) for p in folder.rglob(RESULT)]
 
 
 def test_experiment_runs_records_everything_and_a_rerun_skips_finished_trials(ray_session, tmp_path):
@@ -70,7 +71,8 @@ def test_experiment_runs_records_everything_and_a_rerun_skips_finished_trials(ra
     (name,) = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     assert name.startswith("mini/grid-")
     study = optuna.load_study(study_name=name, storage=storage)
-    assert sorted(t.params["trial_key"] for t in study.trials) == ["mtm=false,seed=1", "mtm=true,seed=1"]
+    # The factors and the seed are the study's parameters; each planned trial ran once.
+    assert sorted((t.params["model.mtm"], t.params["train.seed"]) for t in study.trials) == [(False, 1), (True, 1)]
 
     # A rerun with one more seed runs only the new trials: nothing finished is repeated or lost.
     again = run_experiment(spec, RunOptions(storage=str(tmp_path / "runs"), epochs=1, seeds=[1, 2],
@@ -78,6 +80,8 @@ def test_experiment_runs_records_everything_and_a_rerun_skips_finished_trials(ra
     assert (again.planned, again.skipped, len(again.finished)) == (4, 2, 4)
     finished = [r for r in _results(folder) if r["status"] == "finished"]
     assert len(finished) == 4 and len({r["config_hash"] for r in finished}) == 4
+    rerun = optuna.load_study(study_name=max(optuna.get_all_study_names(storage)), storage=storage)
+    assert sorted((t.params["model.mtm"], t.params["train.seed"]) for t in rerun.trials) == [(False, 2), (True, 2)]
 
 
 def test_killed_trial_worker_is_retried_from_its_checkpoint(ray_session, tmp_path):

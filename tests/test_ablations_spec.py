@@ -114,25 +114,25 @@ def test_cli_usage_errors_exit_2_with_one_line():
     assert "unknown experiment 'msm_mtmm': did you mean msm_mtm?" in unknown.stderr
     bad_value = _cli("msm_mtm", "--gpus-per-trial", "1.5")
     assert bad_value.returncode == 2 and "fraction in [0, 1]" in bad_value.stderr
-    bad_set = _cli("msm_mtm", "--dry-run", "--set", "model.deph=2")
+    bad_set = _cli("msm_mtm", "--dry-run", "model.deph=2")
     assert bad_set.returncode == 2 and "did you mean model.depth?" in bad_set.stderr
 
 
 @pytest.mark.slow
 def test_set_values_are_checked_together_then_alone():
-    together = _cli("msm_mtm", "--dry-run", "--set", "model.num_frames=4", "--set", "model.num_scales=2")
+    together = _cli("msm_mtm", "--dry-run", "model.num_frames=4", "model.num_scales=2")
     assert together.returncode == 0, together.stderr
-    alone = _cli("msm_mtm", "--dry-run", "--set", "model.num_frames=4")
+    alone = _cli("msm_mtm", "--dry-run", "model.num_frames=4")
     assert alone.returncode == 2
-    assert "--set model.num_frames=4: model.num_frames=4 leaves the coarsest of 3 scales under 2 frames" in alone.stderr
+    assert "error: model.num_frames=4: model.num_frames=4 leaves the coarsest of 3 scales under 2 frames" in alone.stderr
 
 
 @pytest.mark.slow
 def test_set_on_a_factor_key_warns_that_the_variants_win():
-    shadowed = _cli("depth", "--dry-run", "--set", "model.depth=9", "--set", "train.epochs=2")
+    shadowed = _cli("depth", "--dry-run", "model.depth=9", "--set", "train.epochs=2")
     assert shadowed.returncode == 0
     assert shadowed.stderr.count("warning:") == 1
-    assert "warning: --set model.depth=9 has no effect: depth sets model.depth through its factor" in shadowed.stderr
+    assert "warning: model.depth=9 has no effect: depth sets model.depth through its factor" in shadowed.stderr
 
 
 @pytest.mark.slow

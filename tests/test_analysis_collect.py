@@ -1,5 +1,6 @@
-"""collect(): a fake experiment folder (Ray-like nesting, a foreign result.json) into the tidy table; format and
-corruption handling; saving; the study and prediction readers."""
+"""collect(): a fake experiment folder (Ray-like nesting, Ray's own result.json beside our records) into the tidy
+table; folders of older versions (our record named result.json); format and corruption handling; saving; the study
+and prediction readers."""
 from __future__ import annotations
 
 import json
@@ -11,8 +12,9 @@ import pytest
 
 from analysis.collect import (ExperimentError, collect, load_predictions, load_studies, read_experiment,
                               save_table)
-from tests.helpers.experiment_factory import (REFERENCE, default_score, make_experiment, write_experiment_json,
-                                              write_trial)
+from mmn.folders import LEGACY_RESULT, RESULT
+from tests.helpers.experiment_factory import (REFERENCE, default_score, make_experiment, result_record,
+                                              write_experiment_json, write_trial)
 
 EPOCHS = 4
 
@@ -31,7 +33,8 @@ def table(experiment: Path) -> pd.DataFrame:
 def test_one_summary_row_per_trial_and_one_row_per_epoch(table: pd.DataFrame) -> None:
     summary = table[table["row"] == "summary"]
     epochs = table[table["row"] == "epoch"]
-    # 4 variants x 3 seeds, found at two depths; Ray's own JSON-lines result.json is not a trial.
+    # 4 variants x 3 seeds, found at two depths; Ray's own JSON-lines result.json (beside each of our records, and
+    # alone in a folder) is not a trial.
     assert len(summary) == 12
     assert summary["epoch"].isna().all()
     # Finished trials log EPOCHS epochs; the failed one stopped after EPOCHS // 2.
@@ -85,16 +88,42 @@ def test_missing_experiment_is_refused(tmp_path: Path) -> None:
         collect(tmp_path / "nothing")
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["record", "old folder"])
 @pytest.mark.parametrize("history", [[{"epoch": 1, "val_top1": 3.0}], None], ids=["with history", "alone"])
-def test_corrupt_result_is_a_failed_trial(tmp_path: Path, history: list | None) -> None:
-    experiment = make_experiment(tmp_path, seeds=(0,))
+def test_corrupt_result_is_a_failed_trial(tmp_path: Path, history: list | None, legacy: bool) -> None:
+    experiment = make_experiment(tmp_path, seeds=(0,), legacy=legacy)
+    name = LEGACY_RESULT if legacy else RESULT
     broken = write_trial(experiment, "trials/cut_short", '{"format_version": 1, "status": "fini',
-                         history=history) / "result.json"
-    with pytest.warns(UserWarning, match=f"unreadable result.json.*{broken}"):
+                         history=history, legacy=legacy) / name
+    with pytest.warns(UserWarning, match=f"1 unreadable trial records.*{broken}"):
         table = collect(experiment)
     row = table[(table["row"] == "summary") & (table["trial_dir"] == "trials/cut_short")].iloc[0]
-    assert row["status"] == "failed" and row["error"] == "unreadable result.json"
+    assert row["status"] == "failed" and row["error"] == f"unreadable {name}"
     assert (table["row"] == "summary").sum() == 5
+
+
+def test_old_folders_read_as_new_ones(tmp_path: Path, table: pd.DataFrame) -> None:
+    """Folders written before our record had its own name (it was result.json, in Ray's place) give the same
+    table; an experiment with runs of both kinds gives every trial once."""
+    old = make_experiment(tmp_path / "old", epochs=EPOCHS, predictions=True,
+                          failed=[({"model.msm": "off", "model.mtm": False}, 1)], legacy=True)
+    assert not list(old.rglob(RESULT))
+    pd.testing.assert_frame_equal(collect(old), table)
+    make_experiment(tmp_path / "old", epochs=EPOCHS, run=1, seeds=(3,))  # a rerun after the upgrade
+    summary = collect(old).query("row == 'summary'")
+    assert len(summary) == 12 + 4 and sorted(summary["seed"].unique()) == [0, 1, 2, 3]
+
+
+def test_a_record_beside_rays_result_json_is_the_only_one_read(tmp_path: Path) -> None:
+    """In a folder with our record, result.json is Ray's, even when it parses as one JSON object (one report) that
+    looks like a record; alone in a folder, a result.json that is ours (an old folder) is read."""
+    experiment = make_experiment(tmp_path, seeds=(0,))
+    ours = result_record("msm_mtm", REFERENCE, 7, 50.0)
+    folder = write_trial(experiment, "trials/new", ours)
+    (folder / LEGACY_RESULT).write_text(json.dumps({**ours, "seed": 8}) + "\n")
+    write_trial(experiment, "trials/old", {**ours, "seed": 9}, legacy=True)
+    summary = collect(experiment).query("row == 'summary'")
+    assert sorted(summary["seed"].tolist()) == [0, 0, 0, 0, 7, 9]
 
 
 def test_cut_short_history_keeps_its_complete_lines(tmp_path: Path) -> None:

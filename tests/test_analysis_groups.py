@@ -11,6 +11,7 @@ import pytest
 from analysis.collect import collect, read_experiment
 from analysis.groups import settings
 from analysis.report import build_report, main
+from mmn.folders import RESULT
 from tests.helpers.experiment_factory import make_experiment
 
 
@@ -65,7 +66,7 @@ def test_where_a_run_executed_never_splits_a_setting(tmp_path: Path) -> None:
 def test_rules_and_tuned_values_belong_to_the_variant(tmp_path: Path) -> None:
     # A rule sets model.drop_path for one MTM value; a search tuned train.lr per variant before its final runs.
     experiment = make_experiment(tmp_path, rules=[{"when": {"model.mtm": False}, "set": {"model.drop_path": 0.0}}])
-    ours = [path for path in sorted(experiment.rglob("result.json")) if "config_hash" in path.read_text()]
+    ours = [path for path in sorted(experiment.rglob(RESULT)) if "config_hash" in path.read_text()]
     for number, path in enumerate(ours):
         record = json.loads(path.read_text())
         record["config"]["train"]["lr"] = 0.001 * (1 + number % 4)

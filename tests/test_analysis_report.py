@@ -19,6 +19,23 @@ def _run(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+def test_a_variant_whose_every_trial_failed_before_training_gets_dashes(tmp_path: Path) -> None:
+    """A trial that fails before its model exists (bad data, no GPU) records no params or GFLOPs: the variant's
+    costs are then missing (pandas' NA, not NaN), and the table shows a dash instead of crashing."""
+    import json
+
+    from mmn.folders import RESULT
+
+    experiment = make_experiment(tmp_path, seeds=(1, 2), failed=[(NEITHER, 1), (NEITHER, 2)])
+    for path in experiment.rglob(RESULT):
+        record = json.loads(path.read_text())
+        if record["status"] == "failed":
+            path.write_text(json.dumps({k: v for k, v in record.items() if k not in ("params", "gflops")}))
+    build_report([str(experiment)], formats=["latex", "md"])
+    rows = [line for line in (experiment / "report" / "table.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + 4 and rows[-1].endswith("| — | — |")  # the header and 4 variants; NEITHER is last
+
+
 @pytest.mark.slow
 def test_cli_writes_the_report(tmp_path: Path) -> None:
     experiment = make_experiment(tmp_path, failed=[(NEITHER, 1)], study_trials=6)

@@ -14,7 +14,7 @@ import pytest
 
 from analysis.ensembles import EnsembleError
 from analysis.report import build_report, main
-from mmn.folders import split_result_file
+from mmn.folders import RESULT, split_result_file
 from tests.helpers.experiment_factory import REFERENCE, clip_names, fake_predictions, make_experiment
 
 NO_MSM = {"model.msm": "off", "model.mtm": True}
@@ -42,7 +42,7 @@ def test_test_split_tables_sit_beside_the_val_report(tmp_path: Path, capsys: pyt
     # Each cell is the mean over seeds of the metrics in the trials' test_result.json.
     records = [json.loads(path.read_text()) for path in experiment.rglob(split_result_file("test"))]
     no_msm_row = next(line for line in (out / "table.md").read_text().splitlines() if line.startswith("| off | ✓ |"))
-    by_hash = {json.loads(path.read_text())["config_hash"]: path for path in experiment.rglob("result.json")
+    by_hash = {json.loads(path.read_text())["config_hash"]: path for path in experiment.rglob(RESULT)
                if "config_hash" in path.read_text()}
     no_msm = [record["metrics"]["test_top1"] for record in records
               if json.loads(by_hash[record["config_hash"]].read_text())["variant"] == NO_MSM]

@@ -17,6 +17,7 @@ from analysis.collect import collect, read_experiment
 from analysis.columns import variant_key
 from analysis.stats import (NO_TEST_NOTE, describe, failed_trials, holm, paired_test,
                             significance_note, stars, summarize)
+from mmn.folders import RESULT
 from tests.helpers.experiment_factory import NEITHER, NO_MSM, NO_MTM, REFERENCE, hand_score, make_experiment
 
 
@@ -149,18 +150,18 @@ def test_fewer_than_three_seeds_means_no_test(tmp_path: Path) -> None:
 def test_tuning_trials_stay_out_and_reruns_are_recognised(tmp_path: Path) -> None:
     experiment = make_experiment(tmp_path, score=hand_score, failed=[(NEITHER, 1)])
     # A tuning trial of the reference with a far better score must not move its mean.
-    result_path = next(experiment.rglob("result.json"))
+    result_path = next(experiment.rglob(RESULT))
     record = json.loads(result_path.read_text())
     record.update(seed=0, config_hash="tuning000000000", search={"study": "s", "optuna_trial": 3, "phase": "tune"})
     record["best"]["val_top1"] = 99.0
     (experiment / "trials" / "tune").mkdir()
-    (experiment / "trials" / "tune" / "result.json").write_text(json.dumps(record))
+    (experiment / "trials" / "tune" / RESULT).write_text(json.dumps(record))
     # The failed seed re-run, now finished, with the failed trial's config hash.
-    failed_path = next(path for path in experiment.rglob("result.json") if '"failed"' in path.read_text())
+    failed_path = next(path for path in experiment.rglob(RESULT) if '"failed"' in path.read_text())
     rerun = json.loads(failed_path.read_text())
     rerun.update(status="finished", error=None, ended="2025-01-02T00:00:00+00:00")
     (experiment / "trials" / "rerun").mkdir()
-    (experiment / "trials" / "rerun" / "result.json").write_text(json.dumps(rerun))
+    (experiment / "trials" / "rerun" / RESULT).write_text(json.dumps(rerun))
 
     rows = _rows(experiment)
     assert rows.loc[variant_key(REFERENCE), "mean"] == pytest.approx(61.0)

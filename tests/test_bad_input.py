@@ -30,6 +30,7 @@ from ablations.spec import list_specs
 from analysis import report as analysis_report
 from mmn import train as mmn_train
 from mmn.checkpoint import CheckpointMismatch, load_checkpoint
+from mmn.folders import RESULT
 from mmn.model import from_released
 from tests.helpers.fixtures import load_reference
 from tests.helpers.malicious import RunsCode
@@ -100,8 +101,8 @@ def test_unknown_key_names_the_nearest_valid_one(capsys, tmp_path):
     path = spec_file(tmp_path, "name: x\nfactors:\n  model.msn: [released]\n")
     assert ablate(capsys, str(path), "--dry-run") == (
         2, f"error: {path}:3: factors: unknown config key 'model.msn' (did you mean model.msm?)")
-    assert ablate(capsys, "msm_mtm", "--dry-run", "--set", "model.deph=2") == (
-        2, "error: --set model.deph=2: unknown config key 'model.deph' (did you mean model.depth?)")
+    assert ablate(capsys, "msm_mtm", "--dry-run", "model.deph=2") == (
+        2, "error: unknown config key 'model.deph' (did you mean model.depth?)")
     assert train(capsys, "model.msn=off") == (2, "error: unknown config key 'model.msn' (did you mean model.msm?)")
 
 
@@ -113,14 +114,13 @@ def test_unknown_key_names_the_nearest_valid_one(capsys, tmp_path):
     ("model.mtm=maybe", "model.mtm expects true or false (or on/off), got 'maybe'"),
 ])
 def test_wrong_value_for_a_switch(capsys, assignment, message):
-    # model.msm and model.mtm are factors of msm_mtm: a bad --set value is refused even though the variant wins
-    assert ablate(capsys, "msm_mtm", "--dry-run", "--set", assignment) == (
-        2, f"error: --set {assignment}: {message}")
+    # model.msm and model.mtm are factors of msm_mtm: a bad override is refused even though the variant wins
+    assert ablate(capsys, "msm_mtm", "--dry-run", assignment) == (2, f"error: {message}")
     assert train(capsys, assignment) == (2, f"error: {message}")
 
 
 def test_incompatible_switches(capsys):
-    assert ablate(capsys, "msm_mtm", "--dry-run", "--set", "model.skeleton_branch=false") == (2, (
+    assert ablate(capsys, "msm_mtm", "--dry-run", "model.skeleton_branch=false") == (2, (
         f"error: {ROOT / 'ablations' / 'msm_mtm.yaml'}: variant msm=released,mtm=true (add a rule or an exclude "
         "entry): model.msm modulates the skeleton branch: with skeleton_branch=false set msm=off"))
     status, line = train(capsys, "model.skeleton_branch=false")
@@ -216,7 +216,7 @@ def test_bad_data_files_stop_the_experiment_before_any_trial(capsys, tmp_path, c
     assert ablate(capsys, "msm_mtm", "--data-root", str(root), "--storage", str(tmp_path / "runs")) == (
         2, f"error: {message}")
     assert not (tmp_path / "pwned").exists()
-    assert not list((tmp_path / "runs").rglob("result.json"))
+    assert not list((tmp_path / "runs").rglob(RESULT))
 
 
 @pytest.mark.parametrize("case", ["truncated pickle", "pickle that runs code"])
@@ -395,8 +395,8 @@ def test_no_eval_or_exec_in_the_code():
 def test_config_values_are_never_evaluated(capsys, tmp_path):
     marker = tmp_path / "X"
     code = f"__import__('os').system('touch {marker}')"
-    assert ablate(capsys, "msm_mtm", "--dry-run", "--set", f"model.msm={code}") == (
-        2, f"error: --set model.msm={code}: model.msm=\"{code}\" is not one of released, graph, off")
+    assert ablate(capsys, "msm_mtm", "--dry-run", f"model.msm={code}") == (
+        2, f"error: model.msm=\"{code}\" is not one of released, graph, off")
     assert train(capsys, f"model.msm={code}") == (2, f"error: model.msm=\"{code}\" is not one of released, graph, off")
     assert train(capsys, f"train.lr={code}") == (2, f"error: train.lr expects a number, got \"{code}\"")
     assert not marker.exists()

@@ -24,6 +24,8 @@ import pytest
 import torch
 import yaml
 
+from mmn.folders import RESULT
+
 ROOT = Path(__file__).resolve().parents[1]
 AWS_CONFIG = ROOT / "cluster.yaml"
 LOCAL_CONFIG = ROOT / "deploy" / "cluster.local.yaml"
@@ -318,7 +320,7 @@ def test_two_node_cluster_runs_an_experiment_through_address(tmp_path):
         output = driver.stdout + driver.stderr
         assert driver.returncode == 0, output[-4000:]
         assert "Ray: 2 CPUs" in output, output[-4000:]
-        results = [json.loads(p.read_text()) for p in (storage / "two_nodes").rglob("result.json")]
+        results = [json.loads(p.read_text()) for p in (storage / "two_nodes").rglob(RESULT)]
         records = [r for r in results if "config_hash" in r]
         assert len(records) == 2 and all(r["status"] == "finished" for r in records), records
         assert {r["variant_key"] for r in records} == {"mtm=true", "mtm=false"}
@@ -345,7 +347,7 @@ _SMALLEST = {"model.embed_dim": 16, "model.depth": 1, "model.num_scales": 1, "da
 
 
 def _trial_records(folder: Path) -> list[dict[str, Any]]:
-    records = [json.loads(p.read_text()) for p in folder.rglob("result.json")]
+    records = [json.loads(p.read_text()) for p in folder.rglob(RESULT)]
     return [r for r in records if "config_hash" in r]
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from mmn.config import BUDGETS, RunConfig, apply_overrides
+from mmn.folders import RESULT
 from mmn.model import from_released
 from mmn.train import fit
 
@@ -74,7 +75,7 @@ def test_fit_on_cuda_with_amp(tmp_path: Path) -> None:
     config = apply_overrides(RunConfig(), {**BUDGETS["quick"], "data.synthetic_clips_per_class": 4,
                                            "train.epochs": 2, "train.device": "cuda", "train.amp": True})
     result = fit(config, out_dir=tmp_path, progress=False)
-    written = json.loads((tmp_path / "result.json").read_text())
+    written = json.loads((tmp_path / RESULT).read_text())
     assert written["hardware"]["device"].startswith("cuda")
     assert 0.0 <= result["final"]["val_top1"] <= 100.0
     assert all(record["train_loss"] == record["train_loss"] for record in

@@ -20,6 +20,7 @@ from mmn.data.synthetic import ensure_synthetic
 from mmn.folders import BEST_WEIGHTS, RESULT
 from mmn.metrics import METRIC_NAMES
 from mmn.model import MMN, load
+from mmn import train as mmn_train
 from mmn.train import fit, load_split
 
 # The smallest real trials (as in tests/test_reliability.py): one scale of one block 16 wide on 8 frames.
@@ -92,7 +93,7 @@ def test_val_reproduces_the_recorded_best_and_test_loads_the_split_once(experime
         loads.append(args)
         return load_split(*args, **kwargs)
 
-    monkeypatch.setattr(ablations_evaluate, "load_split", counting)
+    monkeypatch.setattr(mmn_train, "load_split", counting)  # evaluate imports it when it evaluates
     assert ablations_evaluate.main([str(experiment), "--split", "val"]) == 0
     for folder in _trial_folders(experiment):
         result = json.loads((folder / RESULT).read_text())

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(embed_dim=16, num_frames=8, num_joints=6, num_classes=3, depth=1, num_scales=2)
-TINY_ARGS = [f"{key}={value}" for key, value in TINY.items()]
+TINY_ARGS = [f"model.{key}={value}" for key, value in TINY.items()]
 
 
 
@@ -112,10 +112,10 @@ def test_main_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["num_frames=60"], "num_frames=60 must be divisible by 2^(num_scales-1)=8"),
-    (["msm=full"], "msm='full' is not one of released, graph, off"),
-    (["mtm=maybe"], "mtm must be true or false, got 'maybe'"),
-    (["drop_path=high"], "drop_path must be a number, got 'high'"),
+    (["model.num_frames=60"], "num_frames=60 must be divisible by 2^(num_scales-1)=8"),
+    (["model.msm=full"], "msm='full' is not one of released, graph, off"),
+    (["model.mtm=maybe"], "mtm expects true or false (or on/off), got 'maybe'"),
+    (["model.drop_path=high"], "drop_path expects a number, got 'high'"),
 ])
 def test_main_bad_value_exits_2(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(args) == 2
@@ -137,7 +137,7 @@ def test_cli_tiny_config() -> None:
 
 def test_main_unknown_key_exits_2_with_a_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
     # In-process: `python -m mmn.profile` exits with main's return value, and a subprocess costs a torch import.
-    assert main(["embed_dims=64"]) == 2
+    assert main(["model.embed_dims=64"]) == 2
     out, err = capsys.readouterr()
-    assert err == "mmn.profile: error: unknown model option 'embed_dims'; did you mean embed_dim?\n"
+    assert err == "error: unknown config key 'model.embed_dims' (did you mean model.embed_dim?)\n"
     assert out == ""

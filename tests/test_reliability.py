@@ -32,6 +32,7 @@ from mmn import atomic as mmn_atomic
 from mmn import checkpoint as mmn_checkpoint
 from mmn import train as mmn_train
 from mmn.config import DataConfig, parse_assignments
+from mmn.folders import RESULT
 from mmn.provenance import code_fingerprint, data_fingerprint, git_state
 from tests.helpers.processes import trial_workers
 
@@ -44,11 +45,11 @@ SETS = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}
 
 def _records(folder: Path) -> list[tuple[Path, dict]]:
     found = []
-    for path in folder.rglob("result.json"):
+    for path in folder.rglob(RESULT):
         try:
             record = json.loads(path.read_text())
         except ValueError:
-            continue  # Ray's own result.json (JSON lines) if it ever writes one
+            continue  # a record torn by a killed write
         if isinstance(record, dict) and "config_hash" in record:
             found.append((path, record))
     return found
@@ -164,8 +165,8 @@ def test_diverging_trial_fails_once_with_its_reason_and_the_others_finish(ray_se
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(folder / "study.journal")))
     (summary,) = optuna.get_all_study_summaries(storage)
     trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
-    assert sorted((t.params["trial_key"], t.state.name) for t in trials) == [
-        ("lr=0.002,seed=1", "COMPLETE"), ("lr=1e+30,seed=1", "FAIL")]
+    assert sorted((t.params["train.lr"], t.params["train.seed"], t.state.name) for t in trials) == [
+        (0.002, 1, "COMPLETE"), (1e30, 1, "FAIL")]
 
     assert analysis_report.main([str(folder), "--format", "md"]) == 0
     failed = (folder / "report" / "failed.md").read_text()
@@ -232,17 +233,17 @@ def test_disk_full_mid_training_keeps_the_last_complete_epoch(tmp_path, capsys, 
     assert capsys.readouterr().err.splitlines()[-1] == f"error: cannot write to {out}: no space left on device"
     assert disk.full
     # Every file is epoch 1's, whole: the torn writes went to temporary files, which are gone.
-    result = json.loads((out / "result.json").read_text())
+    result = json.loads((out / RESULT).read_text())
     assert (result["status"], result["epochs_completed"]) == ("running", 1)
     assert [json.loads(line)["epoch"] for line in (out / "history.jsonl").read_text().splitlines()] == [1]
     state = mmn_checkpoint.load_checkpoint(out, result["config"], result["config_hash"])
     assert state["epoch"] == 1
     assert sorted(p.name for p in out.iterdir()) == ["best_val_predictions.npz", "best_weights.pt", "checkpoint.pt",
-                                                     "history.jsonl", "result.json"]
+                                                     "history.jsonl", RESULT]
     # Space again: the same command continues after epoch 1 and finishes.
     monkeypatch.setattr(mmn_atomic, "os", os)
     assert mmn_train.main(args) == 0
-    result = json.loads((out / "result.json").read_text())
+    result = json.loads((out / RESULT).read_text())
     assert (result["status"], result["epochs_completed"], result["resumed_after_epochs"]) == ("finished", 3, [1])
 
 
@@ -276,7 +277,7 @@ def _fill(disk: Path, leave_kib: int) -> Path:
 def test_disk_full_before_and_during_an_experiment(ray_session, small_disk, tmp_path, capsys, monkeypatch):
     # No retries of trials that fail for lack of space and no plots, to keep this quick; the rest as on the command
     # line.
-    monkeypatch.setattr(ablations_run, "RunOptions", functools.partial(RunOptions, max_failures=0))
+    monkeypatch.setattr(ablations_runner, "RunOptions", functools.partial(RunOptions, max_failures=0))
     monkeypatch.setattr(ablations_run, "_report", lambda outcome: None)
     spec = tmp_path / "seeds.yaml"
     spec.write_text("name: seeds\nfactors:\n  model.mtm: [true]\nseeds: 1\n")
@@ -284,7 +285,7 @@ def test_disk_full_before_and_during_an_experiment(ray_session, small_disk, tmp_
     args = [str(spec), "--storage", str(runs), "--epochs", "1", *SETS]
     assert ablations_run.main([*args, "--seeds", "2"]) == 0
     capsys.readouterr()
-    kept = _snapshot(p for name in ("result.json", "checkpoint.pt", "history.jsonl")
+    kept = _snapshot(p for name in (RESULT, "checkpoint.pt", "history.jsonl")
                      for p in folder.rglob(name))
     assert len(kept) >= 6
 

@@ -14,6 +14,7 @@ import torch
 from mmn import model as mmn_model
 from mmn import train as mmn_train
 from mmn.checkpoint import CheckpointMismatch
+from mmn.folders import RESULT
 from mmn.config import (ConfigError, IncompatibleOptions, RunConfig, apply_overrides, check_value, suggest_key,
                         with_budget)
 from mmn.schedule import learning_rate
@@ -51,7 +52,7 @@ def test_fit_writes_results_and_is_deterministic(tmp_path):
     second = fit(tiny(), checkpoint_dir=tmp_path / "b", progress=False)
     assert first["status"] == "finished" and first["epochs_completed"] == 3
     assert first["final"] == second["final"]  # same seed, same numbers on the CPU
-    on_disk = json.loads((tmp_path / "a" / "result.json").read_text())
+    on_disk = json.loads((tmp_path / "a" / RESULT).read_text())
     assert on_disk["config_hash"] == tiny().hash() and on_disk["best_epoch"] in (1, 2, 3)
     assert on_disk["params"] > 0 and on_disk["gflops"] > 0
     history = [json.loads(line) for line in (tmp_path / "a" / "history.jsonl").read_text().splitlines()]
@@ -62,7 +63,7 @@ def test_fit_writes_results_and_is_deterministic(tmp_path):
     files = sorted((tmp_path / "a").iterdir())
     assert [(f.name, f.stat().st_mode & 0o777) for f in files] == [
         (name, 0o644) for name in ("best_val_predictions.npz", "best_weights.pt", "checkpoint.pt", "history.jsonl",
-                                   "result.json")]
+                                   RESULT)]
 
 
 def test_best_weights_are_written_on_improvement_only_and_load_gives_the_best_model_back(tmp_path, monkeypatch):
@@ -113,7 +114,7 @@ def test_resume_continues_bit_exactly(tmp_path):
     whole = fit(tiny(), checkpoint_dir=tmp_path / "whole", progress=False)
     with pytest.raises(Interrupted):
         fit(tiny(), checkpoint_dir=tmp_path / "cut", progress=False, on_epoch=_interrupt_after(1))
-    assert json.loads((tmp_path / "cut" / "result.json").read_text())["status"] == "failed"
+    assert json.loads((tmp_path / "cut" / RESULT).read_text())["status"] == "failed"
     resumed = fit(tiny(), checkpoint_dir=tmp_path / "cut", progress=False)
     assert resumed["resumed_after_epochs"] == [1]
     assert resumed["final"] == whole["final"]
@@ -124,6 +125,16 @@ def test_resume_continues_bit_exactly(tmp_path):
     a, b = (torch.load(tmp_path / run / "best_weights.pt", weights_only=True) for run in ("whole", "cut"))
     assert a["epoch"] == b["epoch"] == resumed["best_epoch"] == whole["best_epoch"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_run_stopped_after_its_last_checkpoint_resumes_to_the_same_record(tmp_path):
+    """Killed after the last epoch's checkpoint but before its record said finished: the rerun trains nothing and
+    records the same metrics (a Ray trial reports them from this record)."""
+    whole = fit(tiny(**{"train.epochs": 1}), checkpoint_dir=tmp_path, progress=False)
+    again = fit(tiny(**{"train.epochs": 1}), checkpoint_dir=tmp_path, progress=False)
+    assert again["resumed_after_epochs"] == [1] and again["status"] == "finished"
+    assert (again["final"], again["best"], again["best_epoch"]) == (whole["final"], whole["best"], whole["best_epoch"])
+    assert json.loads((tmp_path / RESULT).read_text())["best"] == whole["best"]
 
 
 def test_checkpoint_of_another_variant_is_refused(tmp_path):
@@ -141,7 +152,7 @@ def test_checkpoint_of_another_variant_is_refused(tmp_path):
 def test_nan_loss_stops_with_epoch_and_step(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at epoch \d+, step \d+: lower train.lr"):
         fit(tiny(**{"train.lr": 1e30, "train.warmup_epochs": 0}), checkpoint_dir=tmp_path, progress=False)
-    record = json.loads((tmp_path / "result.json").read_text())
+    record = json.loads((tmp_path / RESULT).read_text())
     assert record["status"] == "failed" and "loss became nan" in record["error"]
 
 
@@ -151,7 +162,7 @@ def test_cli_trains_and_rejects_bad_keys(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mmn.train", "budget=quick", "--out", str(tmp_path), *args],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "best val top1" in done.stdout and (tmp_path / "result.json").exists()
+    assert "best val top1" in done.stdout and (tmp_path / RESULT).exists()
     assert "epoch 1/1" in done.stderr  # progress output
     bad = subprocess.run([sys.executable, "-m", "mmn.train", "model.msn=off"], capture_output=True, text=True,
                          timeout=120)

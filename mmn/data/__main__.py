@@ -5,6 +5,7 @@ import argparse
 import sys
 import time
 from collections import Counter
+from importlib import metadata
 from pathlib import Path
 
 from mmn.data.safe_pickle import load_pickle
@@ -28,8 +29,17 @@ def _output_folder(text: str) -> Path:
     return path
 
 
+EXAMPLES = """examples:
+  python -m mmn.data synth --out data/synthetic
+  python -m mmn.data synth --out data/long_tail --seed 3 --long-tail --clips-per-class 80
+  mmn-ablate data synth --out data/synthetic
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mmn.data", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mmn.data", description=__doc__, epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mmn-ablate {metadata.version('mmn-ablate')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     synth = commands.add_parser("synth", help="write the synthetic MA-52-layout set in the release's pickle format",
                                 description="Write <split>_data.pkl and <split>_label.pkl for train, val and test "

@@ -1,9 +1,11 @@
-"""Fake experiment folders written exactly per the runner's contract (experiment.json, result.json, history.jsonl,
-best_val_predictions.npz, study.journal) and per `python -m ablations.evaluate`'s (test_predictions.npz,
-test_result.json), for the analysis tests and the scale benchmark.
+"""Fake experiment folders written exactly per the runner's contract (experiment.json, trial_result.json,
+history.jsonl, best_val_predictions.npz, study.journal) and per `python -m ablations.evaluate`'s
+(test_predictions.npz, test_result.json), for the analysis tests and the scale benchmark.
 
 Trial folders are nested the way Ray names them (trials/<run>/<trainable>_<id>_<n>_<settings>/...), some a level
-deeper, and one holds a Ray-style result.json (JSON lines without our keys) that analysis must ignore. Calling
+deeper. Each also holds Ray's own result.json (JSON lines of reported metrics, without our keys), and one folder
+holds nothing else; readers must ignore both. `legacy=True` writes folders as the runner did before our record had
+its own name: the record is result.json, where Ray's would be (mmn.folders.LEGACY_RESULT). Calling
 `make_experiment` again on the same folder with another `run` adds the trials of a rerun (another Ray run folder,
 a day later), as a rerun with other options would.
 """
@@ -19,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import optuna
 
-from mmn.folders import (EXPERIMENT, EXPERIMENT_FORMAT, HISTORY, RESULT, RESULT_FORMAT, SPEC_AS_RUN,
+from mmn.folders import (EXPERIMENT, EXPERIMENT_FORMAT, HISTORY, LEGACY_RESULT, RESULT, RESULT_FORMAT, SPEC_AS_RUN,
                          SPLIT_RESULT_FORMAT, STUDY, VALIDATION_PREFIX, predictions_file, split_result_file)
 from mmn.metrics import BODY_METRICS, METRIC_NAMES, evaluate
 
@@ -97,7 +99,7 @@ def write_experiment_json(root: Path, *, name: str = "msm_mtm", factors: Mapping
 
 def resolved_config(variant: Mapping[str, Any], seed: int, *, epochs: int = 3, dataset: str = "ma52",
                     overrides: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """result.json's "config": nested sections, holding the variant's dotted keys, the seed and `overrides`."""
+    """A trial record's "config": nested sections, holding the variant's dotted keys, the seed and `overrides`."""
     config: dict[str, dict[str, Any]] = {"model": {"msm": "released", "mtm": True},
                                          "data": {"dataset": dataset, "modality": "joint"},
                                          "train": {"epochs": epochs, "seed": seed, "threads": 1, "device": "cpu"}}
@@ -112,8 +114,9 @@ def result_record(experiment: str, variant: Mapping[str, Any], seed: int, top1: 
                   search: Mapping[str, Any] | None = None, trial_id: str = "t0000",
                   params: int = 1_325_186, gflops: float = 2.73, overrides: Mapping[str, Any] | None = None,
                   run: int = 0) -> dict[str, Any]:
-    """A result.json as the runner writes it. The best epoch is the last; final metrics are 0.5 points lower.
-    `overrides` (dotted keys) go into its config; `run` days after the first run it started and ended."""
+    """A trial record (mmn.folders.RESULT) as the runner writes it. The best epoch is the last; final metrics are
+    0.5 points lower. `overrides` (dotted keys) go into its config; `run` days after the first run it started and
+    ended."""
     best = metric_values(top1, dataset)
     final = {key: round(value - 0.5, 2) for key, value in best.items()}
     done = epochs if status == "finished" else max(epochs // 2, 1)
@@ -177,14 +180,22 @@ def write_split_result(folder: Path, split: str, predictions: Mapping[str, np.nd
     return folder
 
 
+RAY_LOG = '{"training_iteration": 1, "val_top1": 1.0}\n{"training_iteration": 2, "val_top1": 2.0}\n'
+
+
 def write_trial(experiment_dir: Path, trial_dir: str, record: Mapping[str, Any] | str,
                 history: list[dict[str, Any]] | None = None,
-                predictions: Mapping[str, np.ndarray] | None = None) -> Path:
-    """One trial folder; `record` given as a string is written verbatim (to fake a corrupt file)."""
+                predictions: Mapping[str, np.ndarray] | None = None, legacy: bool = False) -> Path:
+    """One trial folder; `record` given as a string is written verbatim (to fake a corrupt file). Ray's own
+    result.json is beside it, unless `legacy`: then the record itself is named result.json, as it was."""
     folder = experiment_dir / trial_dir
     folder.mkdir(parents=True, exist_ok=True)
     text = record if isinstance(record, str) else json.dumps(record, indent=2)
-    (folder / RESULT).write_text(text)
+    if legacy:
+        (folder / LEGACY_RESULT).write_text(text)
+    else:
+        (folder / RESULT).write_text(text)
+        (folder / LEGACY_RESULT).write_text(RAY_LOG)
     if history is not None:
         (folder / HISTORY).write_text("".join(json.dumps(line) + "\n" for line in history))
     if predictions is not None:
@@ -225,7 +236,7 @@ def make_experiment(root: Path, *, name: str = "msm_mtm", seeds: Iterable[int] =
                     study_trials: int = 0, variants: Iterable[Mapping[str, Any]] | None = None,
                     ensembles: Mapping[str, Mapping[str, float]] | None = None, kept_stale: int | None = None,
                     rules: Iterable[Mapping[str, Any]] = (), overrides: Mapping[str, Any] | None = None,
-                    run: int = 0) -> Path:
+                    run: int = 0, legacy: bool = False) -> Path:
     """A finished experiment: every variant of the grid (or only `variants`, as a spec's exclude leaves them) on
     every seed, plus extras.
 
@@ -236,7 +247,8 @@ def make_experiment(root: Path, *, name: str = "msm_mtm", seeds: Iterable[int] =
     study.journal, for the reference variant. ensembles, kept_stale: recorded in experiment.json. rules
     ({"when": {factor: value}, "set": {key: value}}) are recorded there too and set keys in the configs of the
     variants they match, as the runner's do. overrides (dotted keys) go into every trial's config; run: a later
-    run's trials, in their own Ray folder, `run` days on.
+    run's trials, in their own Ray folder, `run` days on. legacy: trial folders as written before our record had
+    its own name (see the module docstring).
     """
     planned = [dict(zip(factors, values)) for values in itertools.product(*factors.values())] \
         if variants is None else [dict(variant) for variant in variants]
@@ -264,14 +276,14 @@ def make_experiment(root: Path, *, name: str = "msm_mtm", seeds: Iterable[int] =
                 val = predictions(variant, seed) if callable(predictions) else fake_predictions(top1, num_classes,
                                                                                                seed=seed)
             folder = write_trial(experiment_dir, ray_trial_dir(name, variant, seed, index, run), record,
-                                 history_lines(top1, record["epochs_completed"], dataset), val)
+                                 history_lines(top1, record["epochs_completed"], dataset), val, legacy)
             if test is not None and not is_failed:
                 write_split_result(folder, "test", test(variant, seed), record["config_hash"], dataset, epochs)
             index += 1
-    # Ray's own per-trial log, also called result.json: JSON lines without our keys.
-    ray_log = experiment_dir / "trials" / "ray_own_log" / RESULT
+    # A folder with only Ray's own result.json (a trial that never started training): not a trial of ours.
+    ray_log = experiment_dir / "trials" / "ray_own_log" / LEGACY_RESULT
     ray_log.parent.mkdir(parents=True, exist_ok=True)
-    ray_log.write_text('{"training_iteration": 1, "val_top1": 1.0}\n{"training_iteration": 2, "val_top1": 2.0}\n')
+    ray_log.write_text(RAY_LOG)
     if study_trials:
         write_study(experiment_dir, f"{name}/reference", study_trials)
     return experiment_dir

@@ -40,6 +40,6 @@ from .sets import (
 
 __all__ = [
     "DEFAULT_CLIPS_PER_CLASS", "DEFAULT_DIFFICULTY", "FPS", "GENERATOR_VERSION", "MANIFEST", "MAX_FRAMES",
-    "MIN_FRAMES", "NUM_JOINTS", "SPLITS", "Difficulty", "cache_name", "ensure_synthetic", "generate", "render_clip",
-    "split_counts",
+    "MIN_FRAMES", "NUM_JOINTS", "SPLITS", "Difficulty", "cache_name", "ensure_synthetic", "generate",
+    "ma52_sized_counts", "render_clip", "split_counts",
 ]
