@@ -36,7 +36,7 @@ from .metrics import evaluate
 from .model import MMN, fuse_for_inference
 from .profile import count_gflops
 from .provenance import provenance
-from .runtime import hardware, num_threads, peak_memory_mib, resolve_device, tune_cpu_allocator, versions
+from .runtime import hardware, num_threads, peak_memory_mib, resolve_device, tune_cpu_allocator
 from .schedule import warmup_cosine
 from .yamlfile import YamlError, kind, load_yaml
 
@@ -151,12 +151,12 @@ def fit(config: RunConfig, on_epoch: EpochCallback | None = None, checkpoint_dir
     out_dir = Path(out_dir) if out_dir else checkpoint_dir
     resolved = config.to_dict()
     config_hash = config.hash()
+    extra = extra or {}
+    origin = extra.get("provenance") or provenance(config.train.device)  # a Ray trial's has its driver's argv
     result: dict[str, Any] = {
-        "format_version": RESULT_FORMAT, "status": "running", "error": None,
-        "provenance": provenance(config.train.device),  # a Ray trial's `extra` gives its own, with its driver's argv
-        **(extra or {}),
+        "format_version": RESULT_FORMAT, "status": "running", "error": None, "provenance": origin, **extra,
         "seed": config.train.seed, "config": resolved, "config_hash": config_hash,
-        "epochs_planned": config.train.epochs, "epochs_completed": 0, "versions": versions(),
+        "epochs_planned": config.train.epochs, "epochs_completed": 0, "versions": origin["versions"],
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     started = time.perf_counter()
