@@ -3,6 +3,8 @@ so that `mmn-ablate train --help` and `mmn-ablate profile --help` answer at once
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from importlib import metadata
 
 from .layouts import LAYOUTS
@@ -69,3 +71,10 @@ def profile_parser() -> argparse.ArgumentParser:
                         help="print the resolved model configuration as YAML and exit without measuring")
     parser.add_argument("--version", action="version", version=VERSION)
     return parser
+
+
+def answer_help_early(parser: Callable[[], argparse.ArgumentParser]) -> None:
+    """Print --help or --version and exit, for `python -m mmn.train` and `python -m mmn.profile`, before those
+    modules import torch (seconds): they call this first thing when run as a script."""
+    if {"-h", "--help", "--version"} & set(sys.argv[1:]):
+        parser().parse_intermixed_args()

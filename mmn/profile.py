@@ -10,6 +10,11 @@ ablation tables; throughput runs real training steps and takes seconds to minute
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help answers before torch loads (the parser needs none)
+    from mmn.cli import answer_help_early, profile_parser
+
+    answer_help_early(profile_parser)
+
 import copy
 import dataclasses
 import json

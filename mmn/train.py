@@ -6,6 +6,11 @@ started again on the same folder resumes from it and continues bit-exactly on th
 """
 from __future__ import annotations
 
+if __name__ == "__main__":  # --help answers before torch loads (the parser needs none)
+    from mmn.cli import answer_help_early, train_parser
+
+    answer_help_early(train_parser)
+
 import contextlib
 import errno
 import functools
