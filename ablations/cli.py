@@ -23,8 +23,9 @@ COMMANDS = {
     "profile": ("mmn.profile", "parameters, GFLOPs and throughput of a model (python -m mmn.profile)"),
     "data": ("mmn.data.__main__", "write the built-in synthetic data set (python -m mmn.data)"),
 }
-# The parsers of commands whose modules import torch, built without it: they answer --help and --version.
-LIGHT_PARSERS = {"train": "train_parser", "profile": "profile_parser"}
+# command → (module, function) of a parser built without torch or pandas: it answers --help and --version.
+LIGHT_PARSERS = {"train": ("mmn.cli", "train_parser"), "profile": ("mmn.cli", "profile_parser"),
+                 "report": ("analysis.cli", "report_parser")}
 
 EXAMPLES = """commands:
 {commands}
@@ -67,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     if args.command in LIGHT_PARSERS and _about_itself(args.args):
-        from mmn import cli as mmn_cli
-
-        getattr(mmn_cli, LIGHT_PARSERS[args.command])().parse_args(args.args)  # prints and exits
+        module, parser = LIGHT_PARSERS[args.command]
+        getattr(importlib.import_module(module), parser)().parse_args(args.args)  # prints and exits
     module = importlib.import_module(COMMANDS[args.command][0])
     return module.main(args.args)
 

@@ -25,12 +25,12 @@ import pandas as pd
 
 from mmn.metrics import evaluate
 
+from .cli import FUSIONS
 from .collect import ExperimentInfo, Predictions, load_predictions
 from .columns import metric_column, value_text, variant_key, variant_label
 from .stats import counted_trials
 
 STREAM_FACTOR = "data.modality"
-FUSIONS = ("probabilities", "logits")
 
 
 class EnsembleError(ValueError):

@@ -23,11 +23,11 @@ from mmn.atomic import atomic_write
 from mmn.folders import predictions_file
 from mmn.layouts import MA52_ACTION_TO_BODY, MA52_BODY_NAMES, get_layout
 
+from .cli import IMAGE_FORMATS as FORMATS
 from .collect import ExperimentInfo, load_predictions, load_studies
 from .columns import METRICS, metric_column, variant_label
 from .stats import table_trials
 
-FORMATS = ("png", "pdf")
 MIN_STUDY_TRIALS = 5  # below this a parameter-importance estimate is noise
 _STYLE = "whitegrid"
 _DPI = 150

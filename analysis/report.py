@@ -16,7 +16,12 @@ experiment (analysis.groups: the newest, or --group N), and add a row per stream
 """
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # --help answers before pandas and matplotlib load
+    from analysis.cli import report_parser
+    from mmn.cli import answer_help_early
+
+    answer_help_early(report_parser)
+
 import json
 import os
 import re
@@ -31,18 +36,17 @@ import pandas as pd
 from mmn.atomic import write_text
 from mmn.folders import REPORT, split_result_file
 
+from .cli import FORMATS, FUSIONS, IMAGE_FORMATS, LATEX_FITS, report_parser
 from .collect import ExperimentError, ExperimentInfo, collect, read_experiment, save_table
 from .columns import DEFAULT_METRICS, METRICS, PHASES, check_metrics, metric_column, variant_label
-from .ensembles import FUSIONS, EnsembleError, ensemble_rows, ensembles_note, fuse_streams
+from .ensembles import EnsembleError, ensemble_rows, ensembles_note, fuse_streams
 from .groups import describe_settings, setting_rows, settings
-from .plots import FORMATS as IMAGE_FORMATS
 from .plots import (NothingToPlot, plot_confusion, plot_cost_accuracy, plot_learning_curves, plot_metric_bars,
                     plot_param_importance)
 from .stats import counted_trials, failed_trials, summarize
 from .submission import labels_withheld, write_submissions
-from .tables import LATEX_FITS, LATEX_PREAMBLE, latex_table, markdown_failed, markdown_table
+from .tables import LATEX_PREAMBLE, latex_table, markdown_failed, markdown_table
 
-FORMATS = ("latex", "md", *IMAGE_FORMATS)
 LATEX_PREAMBLE_FILE = "preamble.tex"  # what table.tex needs, for the paper's preamble: \input{preamble.tex}
 SERVER = "MA-52 evaluation server"
 
@@ -337,41 +341,9 @@ def _split(text: str | None) -> list[str] | None:
     return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
 
 
-EXAMPLES = """examples:
-  python -m analysis.report runs/msm_mtm
-  python -m analysis.report runs/msm_mtm runs/depth --metrics val_top1,params --format md,png
-  python -m analysis.report runs/msm_mtm --split test --out reports/test
-  mmn-ablate report s3://bucket/runs/msm_mtm
-"""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; returns the exit status (2 on bad input)."""
-    from importlib import metadata
-
-    parser = argparse.ArgumentParser(prog="python -m analysis.report", epilog=EXAMPLES,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     description="Tables and plots of finished experiments.")
-    parser.add_argument("--version", action="version", version=f"mmn-ablate {metadata.version('mmn-ablate')}")
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="experiment folder, file:// or s3:// URI")
-    parser.add_argument("--metrics", help=f"comma-separated, from: {', '.join(METRICS)} "
-                                          f"(default: {', '.join(DEFAULT_METRICS)}, those recorded)")
-    parser.add_argument("--format", help=f"comma-separated, from: {', '.join(FORMATS)} (default: all)")
-    parser.add_argument("--out", help="report folder (default: <first RUN>/report, or <first RUN>/report/SPLIT)")
-    parser.add_argument("--phase", default="best", choices=PHASES,
-                        help="metric values at the best epoch (default) or the final one")
-    parser.add_argument("--split", default="val",
-                        help="val (default: the metrics training recorded) or a split python -m ablations.evaluate "
-                             "evaluated, e.g. test")
-    parser.add_argument("--group", type=int, default=1, metavar="N",
-                        help="which setting of a folder holding trials of several settings: 1 is the newest")
-    parser.add_argument("--fusion", default="probabilities", choices=FUSIONS,
-                        help="how ensembles fuse their streams: weighted sum of softmax probabilities (default) or "
-                             "of raw logits")
-    parser.add_argument("--latex-fit", default="auto", choices=LATEX_FITS,
-                        help="how table.tex fits the page: auto (default: one column when narrow enough, else "
-                             "span), span (table*, both columns), column (table, one column), none (natural size)")
-    args = parser.parse_args(argv)
+    args = report_parser().parse_args(argv)
     try:
         out = build_report(args.runs, metrics=_split(args.metrics), formats=_split(args.format), out_dir=args.out,
                            phase=args.phase, split=args.split, group=args.group, fusion=args.fusion,

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
+from .cli import LATEX_FITS
 from .collect import ExperimentInfo
 from .columns import METRICS, value_text, variant_label
 from .stats import significance_note, stars
@@ -38,11 +39,6 @@ LATEX_PREAMBLE = r"""\usepackage{booktabs}
 \fi
 """
 
-# How a table fits the page: auto (column when its compact form fits a two-column paper's column, else span);
-# span (table*: both columns of a two-column paper, the text width of a one-column one); column (table: one
-# column); none (table at natural size, as written before there were options). All but none set the body in
-# \footnotesize with narrower column gaps, and shrink it to the width when still wider.
-LATEX_FITS = ("auto", "span", "column", "none")
 _COLUMN_PT = 240.0  # the narrowest column of the common two-column classes (acmart sigconf 241pt, IEEEtran 252pt)
 _CHAR_PT = 4.4  # average width of a character at \footnotesize, measured on the 10-column demo table
 _COMPACT_SEP_PT = 3.0  # \tabcolsep of the compact body

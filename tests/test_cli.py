@@ -165,11 +165,12 @@ def test_console_script_forwards_arguments_and_exit_status(capsys: pytest.Captur
     assert yaml.safe_load(capsys.readouterr().out)["train"]["epochs"] == 7
 
 
-@pytest.mark.parametrize("module", ["mmn.train", "mmn.profile"])
-def test_python_m_help_answers_before_torch(module: str) -> None:
-    # run as scripts these modules import torch at the top; --help must answer before that line
+@pytest.mark.parametrize(("module", "heavy"), [("mmn.train", "torch"), ("mmn.profile", "torch"),
+                                             ("analysis.report", "pandas"), ("analysis", "pandas")])
+def test_python_m_help_answers_before_heavy_imports(module: str, heavy: str) -> None:
+    # run as scripts these modules import torch or pandas at the top; --help must answer before that line
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", module, "--help"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "examples:\n" in done.stdout
     imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "|" in line}
-    assert "mmn.cli" in imported and "torch" not in imported
+    assert "mmn.cli" in imported and heavy not in imported
