@@ -45,7 +45,7 @@ class SkeletonDataset(Dataset):
         clips = read_split(root, split, self.layout, format)
         self.names: list[str] = [clip.name for clip in clips]
         self.labels: np.ndarray = np.array([clip.label for clip in clips], dtype=np.int64)
-        # the model takes one person: the first of each clip
+        # the model takes one person: the first of each clip (validation has made sure any others are all zero)
         self._packed = pp.prepare([clip.keypoint[0] for clip in clips], self.layout, modality, bones)
         self._train = split == "train"
         self._eval_indices = None if self._train else pp.eval_indices(self._packed.lengths, num_frames)

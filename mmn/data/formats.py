@@ -8,7 +8,10 @@ Every reader returns a list of `Clip`s: keypoints float32 (persons M, frames L, 
   (M, T, V, C)}]}, C 2 or 3 (x, y[, score]);
 - miga: the MiGA challenge's iMiGUE files, `<split>_data.npy` (N, 3, T, V, M) zero-padded at the end and
   `<split>_label.pkl` = (names, labels).
-Errors are one line naming the file, the clip and what was expected.
+Errors are one line naming the file, the clip and what was expected. Labels are whole numbers: an integral float
+(3.0, as a float label array holds) is read as that integer, while 3.7, True or "seven" are errors. Keypoints are
+real numbers. Training uses one person per clip; a clip whose further persons hold any nonzero coordinate is an
+error rather than a silent drop (further persons that are all zero are padding).
 """
 from __future__ import annotations
 
@@ -106,13 +109,15 @@ def read_pyskl(path: str | Path, split: str) -> list[Clip]:
     for position, annotation in enumerate(data["annotations"]):
         name = _clip_name(annotation, "frame_dir", path, position)
         if name in members:
-            clips.append(Clip(name, _keypoint(annotation, path, name), _label(annotation.get("label")), path))
+            clips.append(Clip(name, _keypoint(annotation, path, name), _label(annotation.get("label"), path, name),
+                              path))
     return clips
 
 
 def read_miga(root: str | Path, split: str) -> list[Clip]:
     """MiGA's iMiGUE arrays: trailing all-zero frames dropped, (x, y) kept of (x, y, confidence)."""
     data_path, label_path = Path(root) / f"{split}_data.npy", Path(root) / f"{split}_label.pkl"
+    _check_coordinates(_npy_dtype(data_path), f"{data_path}:")
     try:
         data = np.load(data_path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError) as error:
@@ -135,9 +140,11 @@ def read_miga(root: str | Path, split: str) -> list[Clip]:
 
 
 def validate_clips(clips: list[Clip], layout: SkeletonLayout, split: str, source: Path) -> None:
-    """Check clips against `layout`: joints, frames, persons, finite values, labels in [0, classes) (-1 on test)."""
+    """Check clips against `layout`: unique names, joints, frames, one person, finite values, labels in [0, classes)
+    (-1 on test)."""
     if not clips:
         raise DataFormatError(f"{source}: the {split} split has no clips")
+    _check_unique_names(clips, split)
     for clip in clips:
         where = f"{clip.source}: clip {clip.name!r}"
         persons, frames, joints, _ = clip.keypoint.shape
@@ -148,6 +155,11 @@ def validate_clips(clips: list[Clip], layout: SkeletonLayout, split: str, source
             raise DataFormatError(f"{where} has no frames")
         if persons == 0:
             raise DataFormatError(f"{where} has no person")
+        if persons > 1 and clip.keypoint[1:].any():  # all-zero further persons are padding: nothing is lost
+            raise DataFormatError(
+                f"{where} has {persons} persons, and training uses one per clip (the model's input holds one "
+                "person, as MA-52 and iMiGUE have); to train on it, keep the person to use in the file "
+                "(keypoint[:1], or zero the others), or leave the clip out")
         if not np.isfinite(clip.keypoint).all():
             raise DataFormatError(f"{where} has non-finite coordinates")
         if not (0 <= clip.label < layout.num_classes or (clip.label == -1 and split == "test")):
@@ -210,9 +222,14 @@ def _release_labels(path: Path, split: str) -> dict[str, int] | None:
     if not isinstance(entries, list):
         raise DataFormatError(f"{path}: expected a list of {{'file_name', 'length', 'label'}} dicts, "
                               f"got {_describe(entries)}")
-    labels = {}
+    labels: dict[str, int] = {}
     for position, entry in enumerate(entries):
-        labels[_clip_name(entry, "file_name", path, position)] = _label(entry.get("label"))
+        name = _clip_name(entry, "file_name", path, position)
+        label = _label(entry.get("label"), path, name)
+        if labels.get(name, label) != label:  # a repeated entry that agrees is harmless
+            raise DataFormatError(f"{path}: clip {name!r} is given two labels, {labels[name]} and {label} (the "
+                                  f"second at entry {position}); keep the right one")
+        labels[name] = label
     return labels
 
 
@@ -228,7 +245,8 @@ def _miga_labels(path: Path, split: str, count: int) -> tuple[list[str], list[in
     if len(names) != count or len(labels) != count:
         raise DataFormatError(f"{path}: {len(names)} names and {len(labels)} labels for {count} clips in "
                               f"{split}_data.npy, expected one of each per clip")
-    return [str(name) for name in names], [_label(label) for label in labels]
+    names = [str(name) for name in names]
+    return names, [_label(label, path, name) for name, label in zip(names, labels)]
 
 
 def _clip_name(entry: Any, key: str, path: Path, position: int) -> str:
@@ -240,15 +258,66 @@ def _clip_name(entry: Any, key: str, path: Path, position: int) -> str:
 def _keypoint(annotation: dict, path: Path, name: str) -> np.ndarray:
     if "keypoint" not in annotation:
         raise DataFormatError(f"{path}: clip {name!r} has no 'keypoint'")
-    keypoint = np.asarray(annotation["keypoint"])
-    if keypoint.ndim != 4 or keypoint.shape[-1] < 2 or not np.issubdtype(keypoint.dtype, np.number):
+    try:
+        keypoint = np.asarray(annotation["keypoint"])
+    except ValueError:  # nested lists of unequal lengths
+        raise DataFormatError(f"{path}: clip {name!r} has a keypoint of ragged nested lists, expected an array of "
+                              "shape (persons, frames, joints, 2 or 3)") from None
+    _check_coordinates(keypoint.dtype, f"{path}: clip {name!r}")
+    if keypoint.ndim != 4 or keypoint.shape[-1] < 2:
         raise DataFormatError(f"{path}: clip {name!r} has keypoint of shape {keypoint.shape} ({keypoint.dtype}), "
                               "expected numbers of shape (persons, frames, joints, 2 or 3)")
     return np.ascontiguousarray(keypoint[..., :2], dtype=np.float32)
 
 
-def _label(value: Any) -> int:
-    return -1 if value is None else int(value)
+def _check_coordinates(dtype: np.dtype, where: str) -> None:
+    """Coordinates are real numbers: integers or floats (bools, complex numbers, text and objects are refused)."""
+    if dtype.hasobject:
+        raise DataFormatError(f"{where} holds Python objects, expected keypoint coordinates; save it with a numeric "
+                              "dtype (e.g. float32)")
+    if dtype.kind == "c":
+        raise DataFormatError(f"{where} holds complex numbers ({dtype}), expected real keypoint coordinates; save "
+                              "the real part (np.real) if that is what the coordinates are")
+    if dtype.kind not in "iuf":
+        raise DataFormatError(f"{where} holds {dtype} values, expected keypoint coordinates as integers or floats")
+
+
+def _npy_dtype(path: Path) -> np.dtype:
+    """The dtype a .npy file declares, read from its header without loading (or unpickling) anything."""
+    if not path.is_file():
+        raise DataFormatError(f"{path} does not exist")
+    with path.open("rb") as file:
+        try:
+            version = np.lib.format.read_magic(file)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            return read(file)[2]
+        except (ValueError, OSError, EOFError) as error:
+            raise DataFormatError(f"{path} is truncated or corrupt: {error}") from None
+
+
+def _label(value: Any, path: Path, name: str) -> int:
+    """A class index from a label file: None (withheld) is -1; whole numbers only, an integral float included."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:  # a label saved as a 0-d array
+        value = value[()]
+    if value is None:
+        return -1
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
+        return int(value)
+    shown = repr(value) if isinstance(value, str) else str(value)
+    raise DataFormatError(f"{path}: clip {name!r} has label {shown} ({type(value).__name__}), expected a whole-number "
+                          "class index")
+
+
+def _check_unique_names(clips: list[Clip], split: str) -> None:
+    first: dict[str, int] = {}
+    for position, clip in enumerate(clips):
+        if clip.name in first:
+            raise DataFormatError(f"{clip.source}: clip {clip.name!r} appears twice in the {split} split (clips "
+                                  f"{first[clip.name]} and {position}); clip names must be unique, so rename or "
+                                  "remove one")
+        first[clip.name] = position
 
 
 def _describe(value: Any) -> str:
