@@ -211,6 +211,9 @@ def _process_settings() -> Iterator[None]:
         # Every epoch's checkpoint (num_to_keep=1) forces a snapshot of the experiment state, and Ray warns of each
         # snapshot within 5 s of the last: dozens of times a run. Its warning of a slow snapshot stays on.
         snapshots: os.environ.get(snapshots, "0"),
+        # Tune's newer console output prints a box and a TensorBoard hint into Ray's temp folder even when told to
+        # be silent; the older one is silent at verbose=0. -v keeps the newer one, tables and all.
+        "RAY_AIR_NEW_OUTPUT": os.environ.get("RAY_AIR_NEW_OUTPUT", "1" if verbose() else "0"),
     }
     # Optuna announces each Tune invocation's new study; the runner's own lines say what runs (-v shows it).
     optuna_log = logging.getLogger("optuna")

@@ -3,6 +3,7 @@ MLflow (a local SQLite store) runs through --log, one line per ended trial with 
 last output lines, no repeated Ray warnings, and tqdm's bar in a training run on a terminal."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -78,7 +79,7 @@ def tracked(ray_session, tmp_path_factory):
         LOG.addHandler(handler)
         logging.getLogger(SNAPSHOT_LOGGER).addHandler(snapshots)
         try:
-            with console(logging.INFO):
+            with console(logging.INFO), contextlib.redirect_stdout(io.StringIO()) as printed:
                 outcome = run_experiment(load_spec(spec), RunOptions(
                     storage=str(tmp / "runs"), epochs=2, overrides=overrides, max_failures=0,
                     log=("wandb", "mlflow")))
@@ -87,7 +88,7 @@ def tracked(ray_session, tmp_path_factory):
             logging.getLogger(SNAPSHOT_LOGGER).removeHandler(snapshots)
         after = dict(os.environ)
     return {"tmp": tmp, "outcome": outcome, "log": handler, "snapshots": snapshots, "before": before,
-            "after": after}
+            "after": after, "printed": printed.getvalue()}
 
 
 def _finished_folder(tracked) -> Path:
@@ -160,6 +161,9 @@ def test_console_counts_trials_says_why_one_failed_and_repeats_no_warning(tracke
                     r"exceeds the \d+ training clips; [12]/2 done \(1 failed\)", failed), failed
     assert any(re.search(r"1/2 done(?: \(1 failed\))?, about \d+s left", m) for m in messages), messages
     assert tracked["snapshots"].messages(logging.WARNING) == []  # Ray's "snapshotting triggered multiple times"
+    # Tune's own console output (its experiment box, a TensorBoard hint into Ray's temp folder) is off without -v.
+    assert "Configuration for experiment" not in tracked["printed"], tracked["printed"]
+    assert "tensorboard --logdir" not in tracked["printed"], tracked["printed"]
     # What the run set in the environment (Ray's snapshot warning threshold, usage stats) is gone again.
     assert tracked["after"] == tracked["before"]
 
