@@ -276,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         _report(outcome)
+    except ValueError as error:  # analysis.report.ReportError: e.g. damaged records left nothing to report
+        print(f"error: {error}; the trial results are kept: rebuild the report with python -m analysis.report "
+              f"{outcome.experiment.uri}", file=sys.stderr)
+        return 1
     except OSError as error:  # the results are safe; only the report could not be written
         from .storage import cannot_write
 

@@ -26,10 +26,13 @@ from __future__ import annotations
 import io
 import itertools
 import json
+import math
 import os
 import posixpath
 import tempfile
 import warnings
+import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +44,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 
 from mmn.atomic import atomic_write
-from mmn.folders import (EXPERIMENT, EXPERIMENT_FORMAT, HISTORY, RESULT_FORMAT, SPLIT_RESULT_FORMAT, STUDY,
+from mmn.folders import (EXPERIMENT, EXPERIMENT_FORMAT, HISTORY, RESULT, RESULT_FORMAT, SPLIT_RESULT_FORMAT, STUDY,
                          check_version, predictions_file, record_paths, split_result_file)
 from mmn.metrics import METRIC_NAMES
 
@@ -54,6 +57,10 @@ _INTEGER_COLUMNS = ("seed", "epoch", "best_epoch", "epochs_completed", "epochs_p
 
 class ExperimentError(ValueError):
     """The folder is not an experiment this version can read (missing, malformed or from a newer version)."""
+
+
+class DamagedFile(ExperimentError):
+    """One file of a trial folder (or the study journal) is truncated, hand-edited or of a newer format."""
 
 
 @dataclass(frozen=True)
@@ -102,10 +109,11 @@ def _read(filesystem: pafs.FileSystem, path: str) -> bytes | None:
         return None
 
 
-def _check_format(record: dict[str, Any], newest: int, where: str) -> None:
+def _check_format(record: dict[str, Any], newest: int, where: str,
+                  error: type[ExperimentError] = ExperimentError) -> None:
     if not isinstance(record.get("format_version"), int):
-        raise ExperimentError(f"{where} has no integer format_version; it was not written by mmn-ablate")
-    check_version(record, newest, where, error=ExperimentError)
+        raise error(f"{where} has no integer format_version; it was not written by mmn-ablate")
+    check_version(record, newest, where, error=error)
 
 
 def read_experiment(location: str | os.PathLike[str]) -> ExperimentInfo:
@@ -122,8 +130,19 @@ def read_experiment(location: str | os.PathLike[str]) -> ExperimentInfo:
     if not isinstance(meta, dict):
         raise ExperimentError(f"{where} must hold a JSON object")
     _check_format(meta, EXPERIMENT_FORMAT, where)
-    factors = dict(meta.get("factors") or {})
+    try:
+        return _experiment_info(meta, location, root)
+    except (TypeError, ValueError, AttributeError) as error:  # hand-edited: a field of the wrong type
+        raise ExperimentError(f"{where} is damaged ({type(error).__name__}: {error}); restore it from the spec "
+                              f"(rerun python -m ablations.run with the same spec and --name)") from None
+
+
+def _experiment_info(meta: dict[str, Any], location: str | os.PathLike[str], root: str) -> ExperimentInfo:
+    factors = {str(key): _unique(values) for key, values in dict(meta.get("factors") or {}).items()}
     spec = meta.get("spec") or {}  # the spec as run; folders written before it was recorded lack it
+    variants = meta.get("variants")
+    if variants is not None:
+        variants = list({variant_key(dict(variant)): dict(variant) for variant in variants}.values())
     return ExperimentInfo(
         location=os.fspath(location),
         name=str(meta.get("name") or posixpath.basename(root)),
@@ -135,11 +154,18 @@ def read_experiment(location: str | os.PathLike[str]) -> ExperimentInfo:
         mode=str(meta.get("mode") or "max"),
         seeds=list(meta.get("seeds") or []),
         dataset=str(meta.get("dataset") or ""),
-        planned_variants=meta.get("variants"),
+        planned_variants=variants,
         ensembles={str(name): dict(streams) for name, streams in (spec.get("ensembles") or {}).items()},
         rule_keys=tuple(dict.fromkeys(key for rule in spec.get("rules") or [] for key in rule.get("set") or {})),
         kept_stale=int(meta.get("kept_stale") or 0),
     )
+
+
+def _unique(values: Any) -> list[Any]:
+    """A factor's values without repeats (a hand-edited or older experiment.json may list one twice)."""
+    if not isinstance(values, list):
+        raise TypeError(f"a factor's values must be a list, got {type(values).__name__}")
+    return list({json.dumps(value, sort_keys=True): value for value in values}.values())
 
 
 def _read_all(filesystem: pafs.FileSystem, paths: list[str]) -> list[bytes | None]:
@@ -164,6 +190,64 @@ def _is_foreign(data: bytes, beside_history: bool) -> bool:
     except ValueError:
         return False
     return isinstance(first, dict) and "config_hash" not in first
+
+
+class Damage(NamedTuple):
+    """A file of a trial folder that is cut short, of a newer format or hand-edited."""
+
+    trial_dir: str  # relative to the experiment folder
+    file: str  # its name, e.g. trial_result.json
+    problem: str  # what is wrong with it, for failed.md
+    left_out: bool  # whether the trial is left out of tables and plots because of it
+
+
+_INTEGER_FIELDS = ("seed", "best_epoch", "epochs_completed", "epochs_planned", "params")
+_NUMBER_FIELDS = ("gflops", "wall_time_s")
+_TEXT_FIELDS = ("trial_id", "config_hash", "status", "error", "started", "ended")
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    # Any int is finite (math.isfinite would overflow on a huge one); a float must not be NaN or infinite.
+    return _is_integer(value) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _record_problem(record: dict[str, Any]) -> str | None:
+    """What makes a parsed trial record unusable (hand-edited, cut down, newer), or None if it can be read."""
+    version = record.get("format_version")
+    if not _is_integer(version):
+        return "no integer format_version"
+    if version > RESULT_FORMAT:
+        return f"written by a newer mmn-ablate (format {version}, this one reads {RESULT_FORMAT}); upgrade mmn-ablate"
+    wrong = [key for key in _TEXT_FIELDS if record.get(key) is not None and not isinstance(record[key], str)]
+    wrong += [key for key in _INTEGER_FIELDS if record.get(key) is not None
+              and not (_is_integer(record[key]) and abs(record[key]) < 2 ** 63)]  # the table's Int64 columns
+    wrong += [key for key in _NUMBER_FIELDS if record.get(key) is not None and not _is_number(record[key])]
+    wrong += [key for key in ("variant", "search", "throughput", "final", "best")
+              if record.get(key) is not None and not isinstance(record[key], dict)]
+    if wrong:
+        return f"wrong type or value for {', '.join(wrong)}"
+    for phase in ("final", "best", "throughput"):
+        bad = [key for key, value in (record.get(phase) or {}).items() if value is not None and not _is_number(value)]
+        if bad:
+            return f"{phase} holds values that are not finite numbers: {', '.join(f'{phase}.{key}' for key in bad)}"
+    if record.get("status") == "finished" and not (record.get("best") and record.get("final")):
+        return "marked finished but holds no metrics (best, final)"
+    return None
+
+
+def _damaged_record(record: Any, problem: str, name: str) -> dict[str, Any]:
+    """A failed-trial record keeping what can still be trusted of `record` to name the trial in failed.md."""
+    record = record if isinstance(record, dict) else {}
+    kept: dict[str, Any] = {"format_version": RESULT_FORMAT, "status": "damaged", "error": f"{name}: {problem}"}
+    for key, check in (("config_hash", lambda v: isinstance(v, str)), ("trial_id", lambda v: isinstance(v, str)),
+                       ("seed", _is_integer), ("variant", lambda v: isinstance(v, dict) and all(
+                           isinstance(x, (str, int, float, bool)) or x is None for x in v.values()))):
+        kept[key] = record.get(key) if check(record.get(key)) else None
+    return kept
 
 
 def _summary_row(record: dict[str, Any], trial_dir: str, has_predictions: bool) -> dict[str, Any]:
@@ -212,13 +296,16 @@ def _split_columns(data: bytes | None, path: str, config_hash: Any, split: str) 
     try:
         record = json.loads(data)
     except ValueError:
-        raise ExperimentError(f"{path} is not valid JSON; rerun python -m ablations.evaluate") from None
+        raise DamagedFile("not valid JSON (cut short?); rerun python -m ablations.evaluate") from None
     if not isinstance(record, dict):
-        raise ExperimentError(f"{path} must hold a JSON object")
-    _check_format(record, SPLIT_RESULT_FORMAT, path)
+        raise DamagedFile("does not hold a JSON object; rerun python -m ablations.evaluate")
+    _check_format(record, SPLIT_RESULT_FORMAT, path, error=DamagedFile)
     if record.get("config_hash") != config_hash:
         return columns  # the trial folder now holds another configuration's run: its evaluation is stale
     metrics = record.get("metrics")
+    if metrics is not None and not (isinstance(metrics, dict) and all(
+            value is None or _is_number(value) for value in metrics.values())):
+        raise DamagedFile("its metrics are not finite numbers; rerun python -m ablations.evaluate")
     columns.update(evaluated=True, labels_withheld=metrics is None, weights_epoch=record.get("weights_epoch"))
     columns.update({key: value for key, value in (metrics or {}).items() if key.startswith(f"{split}_")})
     return columns
@@ -245,10 +332,17 @@ def collect(location: str | os.PathLike[str], split: str = "val") -> pd.DataFram
     other than "val" adds each trial's evaluation on that split.
 
     A record that is not valid JSON counts as a failed trial with error "unreadable trial_result.json" (its file
-    name), and one warning lists every such file. Records without "format_version" and "config_hash" are not ours
-    (Ray's own result.json in an old folder) and are skipped. ExperimentError if experiment.json or a result is from
-    a newer version.
+    name), and one warning lists every such file; one that is hand-edited, cut down or newer than this version
+    counts as a trial with status "damaged" whose error says what is wrong (`collect_checked` lists every damaged
+    file). Records without "format_version" and "config_hash" are not ours (Ray's own result.json in an old folder)
+    and are skipped. ExperimentError if experiment.json is missing, damaged or from a newer version.
     """
+    table, _ = collect_checked(location, split)
+    return table
+
+
+def collect_checked(location: str | os.PathLike[str], split: str = "val") -> tuple[pd.DataFrame, list[Damage]]:
+    """`collect`'s table, and every damaged file it met, each trial's once per file (see Damage)."""
     info = read_experiment(location)
     filesystem, root = _filesystem(location)
     files = {entry.path for entry in filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
@@ -258,24 +352,35 @@ def collect(location: str | os.PathLike[str], split: str = "val") -> pd.DataFram
     summaries: list[dict[str, Any]] = []
     folders: list[str] = []
     split_paths: list[str] = []
+    damaged: list[Damage] = []
     factors = dict.fromkeys(info.factors)  # ordered set: the spec's factors, then any others the trials name
     unreadable: list[str] = []
     for path, data in zip(result_paths, _read_all(filesystem, result_paths)):
         folder = posixpath.dirname(path)
+        # Paths listed under root start with root + "/": slicing is far cheaper than posixpath.relpath.
+        trial_dir = folder[len(root) + 1:] or "."
+        name = posixpath.basename(path)
         try:
             record = json.loads(data or b"")
         except ValueError:
             if _is_foreign(data or b"", f"{folder}/{HISTORY}" in files):
                 continue
             unreadable.append(path)
+            damaged.append(Damage(trial_dir, name, "not valid JSON (cut short or hand-edited)", True))
             record = {"format_version": RESULT_FORMAT, "config_hash": None, "status": "failed",
-                      "error": f"unreadable {posixpath.basename(path)}"}
+                      "error": f"unreadable {name}"}
+        ours = f"{folder}/{HISTORY}" in files or name == RESULT
         if not isinstance(record, dict) or "format_version" not in record or "config_hash" not in record:
-            continue
-        _check_format(record, RESULT_FORMAT, path)
+            if not ours:
+                continue  # Ray's own result.json in an old folder
+            problem = ("does not hold a JSON object" if not isinstance(record, dict)
+                       else "lacks format_version or config_hash")
+        else:
+            problem = _record_problem(record)
+        if problem is not None:
+            damaged.append(Damage(trial_dir, name, problem, True))
+            record = _damaged_record(record, problem, name)
         factors.update(dict.fromkeys(record.get("variant") or {}))
-        # Paths listed under root start with root + "/": slicing is far cheaper than posixpath.relpath.
-        trial_dir = folder[len(root) + 1:] or "."
         summaries.append(_summary_row(record, trial_dir, f"{folder}/{predictions_file(split)}" in files))
         folders.append(folder)
         split_paths.append(f"{folder}/{split_result_file(split)}")
@@ -288,7 +393,11 @@ def collect(location: str | os.PathLike[str], split: str = "val") -> pd.DataFram
         present = [path for path in split_paths if path in files]
         contents = dict(zip(present, _read_all(filesystem, present)))
         for row, path in zip(summaries, split_paths):
-            row.update(_split_columns(contents.get(path), path, row["config_hash"], split))
+            try:
+                row.update(_split_columns(contents.get(path), path, row["config_hash"], split))
+            except DamagedFile as error:
+                row.update(_split_columns(None, path, None, split))
+                damaged.append(Damage(row["trial_dir"], split_result_file(split), str(error), True))
         split_columns = [*_split_columns(None, "", None, split), *(f"{split}_{name}" for name in METRIC_NAMES)]
 
     identity = ["experiment", "trial_dir", "trial_id", "config_hash", "variant", *factors, "seed", "status",
@@ -298,17 +407,19 @@ def collect(location: str | os.PathLike[str], split: str = "val") -> pd.DataFram
     # Every documented column exists even when no trial does, so callers can filter without checking.
     columns = [*identity, "row", "epoch", *_summary_row({}, "", False), *split_columns]
     summary = summary.reindex(columns=list(dict.fromkeys([*columns, *summary.columns])))
-    table = pd.concat([summary, _epoch_rows(filesystem, files, folders, summary[identity])], ignore_index=True)
+    epochs = _epoch_rows(filesystem, files, folders, summary[identity], damaged)
+    table = pd.concat([summary, epochs], ignore_index=True)
     for column in _INTEGER_COLUMNS:
         table[column] = table[column].astype("Int64")
     for column in ("has_predictions", *(["evaluated", "labels_withheld"] if split_columns else [])):
         table[column] = table[column].astype("boolean")
-    return table
+    return table, damaged
 
 
-def _epoch_rows(filesystem: pafs.FileSystem, files: set[str], folders: list[str],
-                identity: pd.DataFrame) -> pd.DataFrame:
-    """history.jsonl of each trial (row i of `identity` lives in folders[i]), one row per line."""
+def _epoch_rows(filesystem: pafs.FileSystem, files: set[str], folders: list[str], identity: pd.DataFrame,
+                damaged: list[Damage]) -> pd.DataFrame:
+    """history.jsonl of each trial (row i of `identity` lives in folders[i]), one row per line; lines that are not
+    an epoch's record of numbers are left out and their file added to `damaged`."""
     owners = [i for i, folder in enumerate(folders) if f"{folder}/{HISTORY}" in files]
     paths = [f"{folders[i]}/{HISTORY}" for i in owners]
     records: list[dict[str, Any]] = []
@@ -316,8 +427,14 @@ def _epoch_rows(filesystem: pafs.FileSystem, files: set[str], folders: list[str]
     bad: list[str] = []
     for owner, path, data in zip(owners, paths, _read_all(filesystem, paths)):
         lines = _parse_history(data or b"", path, bad)
-        records.extend(lines)
-        record_owner.extend([owner] * len(lines))
+        usable = [line for line in lines if _is_epoch(line)]
+        if len(usable) < len(lines) or path in bad:
+            wrong = len(lines) - len(usable) + bad.count(path)
+            damaged.append(Damage(identity["trial_dir"].iloc[owner], HISTORY,
+                                  f"{wrong} line{'s' * (wrong > 1)} unreadable or not an epoch's numbers, left out "
+                                  f"of the learning curves", False))
+        records.extend(usable)
+        record_owner.extend([owner] * len(usable))
     if bad:
         warnings.warn(f"skipped unreadable lines in {len(set(bad))} {HISTORY}: {', '.join(sorted(set(bad)))}",
                       stacklevel=3)
@@ -325,6 +442,12 @@ def _epoch_rows(filesystem: pafs.FileSystem, files: set[str], folders: list[str]
     epochs = pd.DataFrame.from_records(records) if records else pd.DataFrame({"epoch": []})
     owned = identity.iloc[record_owner].reset_index(drop=True)
     return pd.concat([owned, epochs.assign(row="epoch")], axis=1)
+
+
+def _is_epoch(line: Any) -> bool:
+    """Whether a parsed history line is an epoch's record: an integer epoch and finite numbers (or null)."""
+    return (isinstance(line, dict) and _is_integer(line.get("epoch")) and 0 <= line["epoch"] < 2 ** 63
+            and all(value is None or _is_number(value) for value in line.values()))
 
 
 def _parquet_ready(table: pd.DataFrame) -> pd.DataFrame:
@@ -365,9 +488,28 @@ def load_predictions(location: str | os.PathLike[str], trial_dir: str, split: st
     data = read_bytes(location, where)
     if data is None:
         return None
-    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
-        names = arrays["names"].astype(str) if "names" in arrays.files else None
-        return Predictions(arrays["logits"], arrays["labels"], names, where)
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            names = arrays["names"].astype(str) if "names" in arrays.files else None
+            predictions = Predictions(arrays["logits"], arrays["labels"], names, where)
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as error:
+        raise DamagedFile(f"{where} is unreadable, cut short or hand-edited ({type(error).__name__}: {error}); "
+                          f"copy it again or rerun the trial") from None
+    logits, labels = predictions.logits, predictions.labels
+    if (logits.ndim != 2 or labels.ndim != 1 or len(labels) != len(logits) or logits.dtype.kind not in "fiu"
+            or labels.dtype.kind not in "iu" or (names is not None and len(names) != len(labels))):
+        raise DamagedFile(f"{where} does not hold (N, classes) logits with N labels and clip names; copy it again "
+                          f"or rerun the trial")
+    return predictions
+
+
+def check_predictions(location: str | os.PathLike[str], trial_dir: str, split: str = "val") -> str | None:
+    """What is wrong with a trial's predictions file on `split` (see load_predictions), or None if it loads."""
+    try:
+        load_predictions(location, trial_dir, split)
+    except DamagedFile as error:
+        return str(error)
+    return None
 
 
 def load_studies(location: str | os.PathLike[str]) -> list[optuna.Study]:
@@ -379,6 +521,13 @@ def load_studies(location: str | os.PathLike[str]) -> list[optuna.Study]:
     data = read_bytes(location, STUDY)
     if data is None:
         return []
+    try:
+        return _copy_studies(data)
+    except Exception as error:  # noqa: BLE001 - Optuna raises many kinds on a torn or hand-edited journal
+        raise DamagedFile(f"{STUDY} is cut short or hand-edited ({type(error).__name__}: {error})") from None
+
+
+def _copy_studies(data: bytes) -> list[optuna.Study]:
     studies = []
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # copying would log "A new study created" per study

@@ -7,7 +7,9 @@ that did not finish, and summary.md saying what each file shows.
 
 RUN is an experiment folder: a path, a file:// URI or the storage URI it ran with (s3://..., which needs --out).
 Everything goes to <first RUN>/report/ for the val split and to <first RUN>/report/<split>/ for another one (so the
-val report stays), unless --out says otherwise. Bad input exits with status 2 and one line.
+val report stays), unless --out says otherwise. Bad input exits with status 2 and one line. Damaged trial files are
+listed in failed.md and the report is built from the rest; when no readable finished trial remains, one line and
+exit status 1. The report is built in a folder beside its place and renamed in at the end.
 
 On another split than val the metrics are those `python -m ablations.evaluate RUN --split test` recorded for each
 trial's best weights; where the split's labels are withheld (MA-52's test set), each variant and ensemble gets a file
@@ -25,7 +27,9 @@ if __name__ == "__main__":  # --help answers before pandas and matplotlib load
 import json
 import os
 import re
+import shutil
 import sys
+import uuid
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -34,10 +38,11 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from mmn.atomic import write_text
-from mmn.folders import REPORT, split_result_file
+from mmn.folders import REPORT, predictions_file, split_result_file
 
 from .cli import FORMATS, FUSIONS, IMAGE_FORMATS, LATEX_FITS, report_parser
-from .collect import ExperimentError, ExperimentInfo, collect, read_experiment, save_table
+from .collect import (Damage, DamagedFile, ExperimentError, ExperimentInfo, check_predictions, collect_checked,
+                      read_experiment, save_table)
 from .columns import DEFAULT_METRICS, METRICS, PHASES, check_metrics, metric_column, variant_label
 from .ensembles import EnsembleError, ensemble_rows, ensembles_note, fuse_streams
 from .groups import describe_settings, setting_rows, settings
@@ -45,7 +50,7 @@ from .plots import (NothingToPlot, plot_confusion, plot_cost_accuracy, plot_lear
                     plot_param_importance)
 from .stats import counted_trials, failed_trials, summarize
 from .submission import labels_withheld, write_submissions
-from .tables import LATEX_PREAMBLE, latex_table, markdown_failed, markdown_table
+from .tables import LATEX_PREAMBLE, latex_table, markdown_damaged, markdown_failed, markdown_table
 
 LATEX_PREAMBLE_FILE = "preamble.tex"  # what table.tex needs, for the paper's preamble: \input{preamble.tex}
 SERVER = "MA-52 evaluation server"
@@ -53,6 +58,10 @@ SERVER = "MA-52 evaluation server"
 
 class ReportError(ValueError):
     """The report was asked for something that cannot be done (unknown metric or format, nowhere to write)."""
+
+
+class NothingToReport(ReportError):
+    """Every trial record of the folders is damaged or unfinished and some are damaged: no report to build."""
 
 
 def _default_out(run: str, split: str = "val") -> Path:
@@ -108,7 +117,7 @@ def _plots(table: pd.DataFrame, summary: pd.DataFrame, info: ExperimentInfo, out
             continue
         try:
             paths = plot(prefix + name)
-        except NothingToPlot as reason:
+        except (NothingToPlot, DamagedFile) as reason:
             notes.append(f"{prefix + name} ({info.name}) not drawn: {reason}")
             continue
         for path in paths:
@@ -163,9 +172,11 @@ def _not_evaluated(table: pd.DataFrame, info: ExperimentInfo, split: str) -> tup
 
 def _ensembles_and_submissions(table: pd.DataFrame, experiments: Sequence[ExperimentInfo],
                                withheld: list[ExperimentInfo], split: str, phase: str, fusion: str, out: Path,
-                               messages: list[str]) -> tuple[list[pd.DataFrame], list[str], list[tuple[Path, str]]]:
+                               messages: list[str], final: Path) -> tuple[list[pd.DataFrame], list[str],
+                                                                          list[tuple[Path, str]]]:
     """The ensemble rows of the experiments whose split has labels, with the caption notes saying what they are;
-    the server files of those whose labels are withheld (variants and ensembles). Adds what to tell to `messages`."""
+    the server files of those whose labels are withheld (variants and ensembles), written into `out` (the report
+    being built, which becomes `final`). Adds what to tell to `messages`."""
     rows, caption_notes, fused_of = [], [], {}
     for info in experiments:
         if not info.ensembles:
@@ -192,7 +203,7 @@ def _ensembles_and_submissions(table: pd.DataFrame, experiments: Sequence[Experi
             raise ReportError(f"cannot write the server files of {info.name}: {error}") from None
         files += written
         messages.append(f"{info.name}: {split} labels are withheld: upload these to the {SERVER}: "
-                        + ", ".join(path.name for path, _ in written) + f" (in {out})")
+                        + ", ".join(path.name for path, _ in written) + f" (in {final})")
     return rows, caption_notes, files
 
 
@@ -225,6 +236,83 @@ def _summary_markdown(experiments: Sequence[ExperimentInfo], table: pd.DataFrame
     return "\n".join(lines) + "\n"
 
 
+def _set_aside_duplicates(collected: pd.DataFrame, keep: pd.Series,
+                          experiments: Sequence[ExperimentInfo]) -> tuple[pd.Series, pd.Series, list[str]]:
+    """Of the used rows (`keep`), the finished trials that ran a configuration (config_hash) another used finished
+    trial ran too: only the one that ended last counts, as in stats.counted_trials, so tables, plots and the CSV use
+    the same trials. Returns the rows still used, which are set aside (column set_aside of the CSV) and a caption
+    note per experiment that set some aside."""
+    summary = collected[keep & (collected["row"] == "summary") & (collected["status"] == "finished")
+                        & collected["config_hash"].notna()]
+    older = summary.sort_values("ended", kind="stable").duplicated(["experiment", "config_hash"], keep="last")
+    dropped = summary.loc[older[older].index, ["experiment", "trial_dir"]]
+    set_aside = pd.Series(pd.MultiIndex.from_frame(collected[["experiment", "trial_dir"]]).isin(
+        pd.MultiIndex.from_frame(dropped)), index=collected.index)
+    notes = []
+    for info in experiments:
+        count = int((dropped["experiment"] == info.name).sum())
+        if count:
+            note = (f"{count} older finished run{'s' * (count > 1)} of a configuration that ran twice set aside: the "
+                    f"newest counts")
+            notes.append(note if len(experiments) == 1 else f"{info.name}: {note}")
+    return keep & ~set_aside, set_aside, notes
+
+
+def _damaged_predictions(collected: pd.DataFrame, keep: pd.Series, experiments: Sequence[ExperimentInfo],
+                         split: str) -> dict[str, list[Damage]]:
+    """Check the predictions file of every used finished trial: one that does not load is marked as missing
+    (has_predictions false) in `collected`, and returned as damage per experiment."""
+    damaged: dict[str, list[Damage]] = {}
+    location = {info.name: info.location for info in experiments}
+    rows = collected[keep & (collected["row"] == "summary") & (collected["status"] == "finished")
+                     & collected["has_predictions"].fillna(False).astype(bool)]
+    for index, row in rows.iterrows():
+        problem = check_predictions(location[row["experiment"]], row["trial_dir"], split)
+        if problem is not None:
+            mine = (collected["experiment"] == row["experiment"]) & (collected["trial_dir"] == row["trial_dir"])
+            collected.loc[mine, "has_predictions"] = False
+            damaged.setdefault(row["experiment"], []).append(
+                Damage(row["trial_dir"], predictions_file(split), problem, False))
+    return damaged
+
+
+def _nothing_usable(table: pd.DataFrame, damaged: dict[str, list[Damage]]) -> str | None:
+    """Why no report can be built: no trial finished and some trial records are damaged (None otherwise; an
+    experiment whose trials all failed still gets its report, with failed.md)."""
+    left_out = [(name, entry) for name, entries in damaged.items() for entry in entries if entry.left_out]
+    if not left_out or (table["status"] == "finished").any():
+        return None
+    first = left_out[0]
+    count = sum(len(entries) for entries in damaged.values())
+    return (f"nothing to report: no finished trial is readable, {count} trial file{'s' * (count > 1)} damaged "
+            f"(first: {first[0]} {first[1].trial_dir}/{first[1].file}: {first[1].problem})")
+
+
+def _report_files(folder: Path) -> set[str]:
+    """The files an earlier report in `folder` wrote, from its summary.md's file table (empty if none)."""
+    summary = folder / "summary.md"
+    if not summary.is_file():
+        return set()
+    listed = re.findall(r"^\| ([^|]+?) \| ", summary.read_text(errors="replace"), flags=re.MULTILINE)
+    return {"summary.md", *(name for name in listed if name not in ("File", ":---"))}
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Replace `out` with the finished report in `staging` by renames, so `out` is never half old, half new.
+    What `out` holds besides an earlier report's own files (another split's report, a user's files) moves over."""
+    if out.exists():
+        ours = _report_files(out)
+        for entry in out.iterdir():
+            if entry.name not in ours and not (staging / entry.name).exists() and not entry.name.startswith("."):
+                entry.rename(staging / entry.name)
+        old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.old")
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)
+
+
 def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                  metrics: Sequence[str] | None = None, formats: Sequence[str] | None = None,
                  out_dir: str | os.PathLike[str] | None = None, *, phase: str = "best", split: str = "val",
@@ -239,7 +327,9 @@ def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     setting of each experiment the tables use, 1 the newest (analysis.groups). fusion: how ensembles fuse their
     streams (analysis.ensembles.FUSIONS). latex_fit: how table.tex fits the page (analysis.tables.LATEX_FITS); its
     preamble goes to preamble.tex. `say` gets each line worth telling on the console (several settings,
-    trials not evaluated, server files). ReportError, ExperimentError or EnsembleError on bad input.
+    trials not evaluated, server files). ReportError, ExperimentError or EnsembleError on bad input;
+    NothingToReport (a ReportError) when damaged files leave no finished trial. Other damaged trial files never
+    raise: they are listed in failed.md.
     """
     runs = [os.fspath(run_dirs)] if isinstance(run_dirs, (str, os.PathLike)) else [os.fspath(r) for r in run_dirs]
     if not runs:
@@ -266,10 +356,37 @@ def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     names = [info.name for info in experiments]
     if len(set(names)) < len(names):
         raise ReportError(f"several runs share an experiment name ({', '.join(names)}); their rows would mix")
+    # Built beside its place and moved in at the end: a failure midway leaves the previous report as it was.
+    created = not out.parent.exists()  # report/ itself, for another split's report
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
+    staging.mkdir()
+    try:
+        _write_report(runs, experiments, staging, out, metrics, formats, phase, split, group, fusion, latex_fit, say)
+        _move_into_place(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not any(out.parent.iterdir()):
+            out.parent.rmdir()
+    return out
 
-    collected, keep, messages = _one_setting(
-        pd.concat([collect(run, split) for run in runs], ignore_index=True), experiments, group)
-    table = collected[keep]
+
+def _write_report(runs: list[str], experiments: list[ExperimentInfo], out: Path, final: Path,
+                  metrics: list[str] | None, formats: list[str], phase: str, split: str, group: int, fusion: str,
+                  latex_fit: str, say: Callable[[str], None]) -> None:
+    """build_report's work, into the empty folder `out` that then becomes `final`."""
+    checked = [collect_checked(run, split) for run in runs]
+    damaged = {info.name: found for info, (_, found) in zip(experiments, checked)}
+    collected, keep, messages = _one_setting(pd.concat([table for table, _ in checked], ignore_index=True),
+                                             experiments, group)
+    keep, set_aside, duplicate_notes = _set_aside_duplicates(collected, keep, experiments)
+    collected = collected.assign(set_aside=set_aside)
+    for name, found in _damaged_predictions(collected, keep, experiments, split).items():
+        damaged[name] += found
+    table = collected[keep].drop(columns="set_aside")
+    reason = _nothing_usable(table, damaged)
+    if reason is not None:
+        raise NothingToReport(reason)
     not_evaluated: list[str] = []
     if split != "val":
         for info in experiments:
@@ -278,11 +395,17 @@ def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
             not_evaluated += listed
     withheld = [info for info in experiments if split != "val" and labels_withheld(table, info)]
     extra_rows, caption_notes, submitted = _ensembles_and_submissions(table, experiments, withheld, split, phase,
-                                                                      fusion, out, messages)
+                                                                      fusion, out, messages, final)
+    caption_notes += duplicate_notes
+    damaged_count = sum(len(found) for found in damaged.values())
+    if damaged_count:
+        messages.append(f"{damaged_count} damaged trial file{'s' * (damaged_count > 1)} (see failed.md): the report "
+                        f"is built from the rest")
     for message in messages:
         say(message)
 
-    collected = pd.concat([collected, *(rows.assign(setting=group) for rows in extra_rows)], ignore_index=True)
+    collected = pd.concat([collected, *(rows.assign(setting=group, set_aside=False) for rows in extra_rows)],
+                          ignore_index=True)
     table = pd.concat([table, *extra_rows], ignore_index=True)
     if metrics is None:
         recorded = [name for name in DEFAULT_METRICS
@@ -293,7 +416,8 @@ def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     kinds = "one row per trial and epoch plus a summary row per trial" + (
         ", and one per ensemble and seed" if any(len(rows) for rows in extra_rows) else "")
     files = [(path, f"the collected table: {kinds}; column setting numbers the settings of the trials, the tables "
-                    f"use setting {group}") for path in save_table(collected, out)] + submitted
+                    f"use setting {group}; set_aside marks older runs of a configuration that ran twice, which they "
+                    f"leave out") for path in save_table(collected, out)] + submitted
     notes: list[str] = []
     for name, wanted, write, shows in [
             ("table.tex", "latex", partial(latex_table, fit=latex_fit),
@@ -311,17 +435,15 @@ def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
                 files.append((out / LATEX_PREAMBLE_FILE, "the lines table.tex needs in the document's preamble "
                                                          "(article, acmart, IEEEtran)"))
         else:
-            path.unlink(missing_ok=True)  # left from an earlier report, no longer true
-            if wanted == "latex":
-                (out / LATEX_PREAMBLE_FILE).unlink(missing_ok=True)
             notes.append(f"{name} not written: the {split} labels are withheld; the {SERVER} scores the server files")
     failed = failed_trials(table)
-    failed_path = out / "failed.md"
-    if len(failed):
-        write_text(failed_path, markdown_failed(failed, experiments))
-        files.append((failed_path, f"trials that did not finish ({len(failed)}), with their errors"))
-    else:
-        failed_path.unlink(missing_ok=True)  # left from an earlier report, no longer true
+    if len(failed) or damaged_count:
+        text = markdown_failed(failed, experiments) if len(failed) else ""
+        if damaged_count:
+            text += ("\n" if text else "") + markdown_damaged(damaged)
+        write_text(out / "failed.md", text)
+        files.append((out / "failed.md", f"trials that did not finish ({len(failed)}), with their errors"
+                      + (f", and damaged trial files ({damaged_count})" if damaged_count else "")))
     images = [extension for extension in formats if extension in IMAGE_FORMATS]
     if images:
         for info in experiments:
@@ -334,7 +456,6 @@ def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
             notes += skipped
     write_text(out / "summary.md", _summary_markdown(experiments, table, metrics, phase, split, len(withheld), files,
                                                      notes, messages, not_evaluated, out))
-    return out
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -348,6 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = build_report(args.runs, metrics=_split(args.metrics), formats=_split(args.format), out_dir=args.out,
                            phase=args.phase, split=args.split, group=args.group, fusion=args.fusion,
                            latex_fit=args.latex_fit)
+    except NothingToReport as error:  # the input was read, and holds nothing usable: not a usage error
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except (ReportError, ExperimentError, EnsembleError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

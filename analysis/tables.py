@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
 from .cli import LATEX_FITS
-from .collect import ExperimentInfo
+from .collect import Damage, ExperimentInfo
 from .columns import METRICS, value_text, variant_label
 from .stats import significance_note, stars
 
@@ -297,3 +297,16 @@ def markdown_failed(failed: pd.DataFrame, experiments: Sequence[ExperimentInfo])
                  row.trial_dir]
         lines.append("| " + " | ".join(escape_markdown(str(cell)) for cell in cells) + " |")
     return "\n".join([f"**Trials that did not finish ({len(failed)})**", "", *lines, ""])
+
+
+def markdown_damaged(damaged: Mapping[str, Sequence[Damage]]) -> str:
+    """The damaged trial files (from `collect.collect_checked`, per experiment) as a Markdown list table: which
+    file of which trial, what is wrong with it, and whether the trial was left out of the tables and plots."""
+    count = sum(len(entries) for entries in damaged.values())
+    lines = [f"**Damaged trial files ({count})**", "",
+             "| Experiment | Trial folder | File | Problem | Trial left out |", "|:---|:---|:---|:---|:---|"]
+    for experiment, entries in damaged.items():
+        for entry in entries:
+            cells = [experiment, entry.trial_dir, entry.file, entry.problem, "yes" if entry.left_out else "no"]
+            lines.append("| " + " | ".join(escape_markdown(cell) for cell in cells) + " |")
+    return "\n".join([*lines, ""])
