@@ -23,7 +23,7 @@ from mmn.data.formats import DataFormatError
 from .console import console
 from .expand import base_overrides
 from .loggers import TRACKERS
-from .spec import DEFAULT_GPUS_PER_TRIAL, Spec, SpecError, list_specs, load_spec
+from .spec import DEFAULT_GPUS_PER_TRIAL, Spec, SpecError, check_seeds, list_specs, load_spec
 
 if TYPE_CHECKING:
     from .runner import Outcome, RunOptions
@@ -55,11 +55,15 @@ def _positive(kind: type) -> Any:
 
 
 def _seeds(text: str) -> int | list[int]:
-    """`3` means seeds 1..3; `1,5,7` names them."""
+    """`3` means seeds 1..3; `1,5,7` names them; checked like a spec's `seeds:`."""
     try:
-        return [int(s) for s in text.split(",")] if "," in text else _positive(int)(text)
+        value: int | list[int] = [int(s) for s in text.split(",")] if "," in text else int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--seeds takes a count (3) or a list (1,5,7), got {text}") from None
+    seeds = check_seeds(value)
+    if isinstance(seeds, str):
+        raise argparse.ArgumentTypeError(seeds)
+    return value
 
 
 def _check_overrides(spec: Spec, options: RunOptions) -> None:

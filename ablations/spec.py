@@ -7,11 +7,12 @@ is reported as one line, `file:line: what is wrong (and what to write instead)`.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from mmn.config import BUDGETS, ConfigError, check_key, check_value, valid_keys
+from mmn.config import BUDGETS, MAX_SEED, ConfigError, check_key, check_value, valid_keys
 from mmn.folders import RECORDED_METRICS
 from mmn.suggest import closest
 from mmn.yamlfile import YamlError, YamlMap, line_of, load_yaml
@@ -27,6 +28,25 @@ _RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial")
 # on a cluster that has GPUs. MMN is small: two trials on one GPU trained 1.26x as fast as one, in 8 GiB each (fp32,
 # docs/performance.md#trials-per-gpu), hence half a GPU under paper. quick is meant for a CPU.
 DEFAULT_GPUS_PER_TRIAL = {"paper": 0.5, "quick": 0.0}
+MAX_SEEDS = 1_000  # seeds per variant at most: a typo (100000000) fails at once instead of filling memory
+
+
+def check_seeds(value: Any) -> tuple[int, ...] | str:
+    """A seed count (3 → 1, 2, 3) or a list of seeds, as a tuple; or, when `value` is not one, what is wrong."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return tuple(range(1, value + 1)) if 1 <= value <= MAX_SEEDS else \
+            f"a seed count must lie in [1, {MAX_SEEDS}], got {value}"
+    if not (isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value)):
+        return f"seeds must be a count (e.g. 3) or a list of distinct non-negative integers, got {value!r}"
+    if len(value) > MAX_SEEDS:
+        return f"at most {MAX_SEEDS} seeds, got {len(value)}"
+    bad = [s for s in value if not 0 <= s <= MAX_SEED]
+    if bad:
+        return f"seed {bad[0]} is outside [0, {MAX_SEED}]"
+    repeated = sorted({s for s in value if value.count(s) > 1})
+    if repeated:
+        return f"seed {repeated[0]} is listed twice (each seed trains once; remove the repeat)"
+    return tuple(value)
 
 
 class SpecError(ValueError):
@@ -110,6 +130,10 @@ class Spec:
         return varied
 
 
+def _show(variant: Mapping[str, Any]) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in variant.items())
+
+
 def list_specs() -> list[tuple[str, str]]:
     """(name, description) of every spec shipped in this folder."""
     specs = []
@@ -191,6 +215,7 @@ class _Parser:
         reference = self.condition(data.get("reference") or {f.key: f.values[0] for f in factors}, by_key, "reference")
         if set(reference) != set(by_key):
             raise self.fail(data, "reference", f"reference must give a value for every factor: {', '.join(by_key)}")
+        self.grid_left(data, factors, exclude, reference)
         seeds = self.seeds(data, "seeds", data.get("seeds", [1]))
         metric = data.get("metric", "val_top1")
         if metric not in RECORDED_METRICS:
@@ -256,6 +281,15 @@ class _Parser:
                 self.unknown_keys(entry, ("values", "label"), "factor field")
             for value in entry["values"]:
                 self.checked(data, key, f"factor {key}", lambda: check_value(key, value))
+            # compared as the config sees them: 1 and 1.0, or on and true, are one value
+            seen: dict[Any, Any] = {}
+            for value in entry["values"]:
+                typed = check_value(key, value)
+                if typed in seen:
+                    spelt = "" if seen[typed] == value else f" (also as {seen[typed]!r})"
+                    raise self.fail(data, key, f"factor {key} lists {value!r} twice{spelt}: each value is one "
+                                               f"variant; remove the repeat")
+                seen[typed] = value
             factors.append(Factor(key, tuple(entry["values"]), str(entry.get("label", key.split(".")[-1]))))
         return tuple(factors)
 
@@ -270,19 +304,32 @@ class _Parser:
                                            f"{list(factors[key].values)}")
         return dict(data)
 
+    def grid_left(self, data: YamlMap, factors: tuple[Factor, ...], exclude: tuple[Mapping[str, Any], ...],
+                  reference: Mapping[str, Any]) -> None:
+        """The grid keeps at least one variant, and the reference is one of those kept."""
+        def excluded(variant: Mapping[str, Any]) -> bool:
+            return any(all(variant[k] == v for k, v in entry.items()) for entry in exclude)
+
+        if not excluded(reference):  # the reference is a variant of the grid, so at least it is left
+            return
+        grid = itertools.product(*(f.values for f in factors))
+        if all(excluded(dict(zip([f.key for f in factors], values))) for values in grid):
+            raise self.fail(data, "exclude", "exclude removes every variant of the grid; nothing would run "
+                                             "(narrow the exclude entries)")
+        where = "reference" if "reference" in data else "exclude"
+        raise self.fail(data, where, f"the reference {_show(reference)} is removed by exclude; name a kept "
+                                     f"variant as reference (or narrow the exclude)")
+
     def rule(self, data: Any, factors: Mapping[str, Factor]) -> Rule:
         if not isinstance(data, YamlMap) or set(data) != {"when", "set"}:
             raise self.fail(data, None, "each rule is {when: {factor: value}, set: {config key: value}}")
         return Rule(self.condition(data["when"], factors, "rule when"), self.config_keys(data["set"], "rule set"))
 
     def seeds(self, where: Any, key: str, value: Any) -> tuple[int, ...]:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return tuple(range(1, value + 1))
-        if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
-                                                    for s in value) and len(set(value)) == len(value):
-            return tuple(value)
-        raise self.fail(where, key, f"seeds must be a count (e.g. 3) or a list of distinct non-negative integers, "
-                                    f"got {value!r}")
+        seeds = check_seeds(value)
+        if isinstance(seeds, str):
+            raise self.fail(where, key, seeds)
+        return seeds
 
     def budgets(self, data: Any) -> dict[str, Budget]:
         budgets = {}

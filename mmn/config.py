@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
@@ -18,6 +19,11 @@ from .suggest import closest
 
 DATASETS = tuple(LAYOUTS)
 OPTIMIZERS = ("adamw", "sgd")
+# Upper bounds that catch a typo (epochs=1e9) before a trial runs for years; documented in docs/reliability.md.
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_CLIPS_PER_CLASS = 100_000
 
 
 def _choice(key: str, value: Any, choices: tuple[str, ...], aliases: Mapping[str, str] | None = None) -> None:
@@ -53,6 +59,12 @@ class DataConfig:
                    "bones": BONE_MODES}
         if name in choices:
             _choice(f"data.{name}", value, choices[name], MODALITY_ALIASES if name == "modality" else None)
+        elif name == "synthetic_clips_per_class":
+            need(is_integer(value) and 1 <= value <= MAX_CLIPS_PER_CLASS,
+                 f"data.synthetic_clips_per_class must be an integer in [1, {MAX_CLIPS_PER_CLASS}], got {value!r}")
+        elif name == "synthetic_seed":
+            need(is_integer(value) and 0 <= value <= MAX_SEED,
+                 f"data.synthetic_seed must be an integer in [0, {MAX_SEED}], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -86,19 +98,32 @@ class TrainConfig:
         """One field's value, whatever the other fields are; ConfigError says what is wrong."""
         if name == "optimizer":
             _choice("train.optimizer", value, OPTIMIZERS)
-        elif name in ("epochs", "batch_size", "eval_batch_size"):
-            need(is_integer(value) and value >= 1, f"train.{name} must be a positive integer, got {value!r}")
+        elif name == "epochs":
+            need(is_integer(value) and 1 <= value <= MAX_EPOCHS,
+                 f"train.epochs must be an integer in [1, {MAX_EPOCHS}], got {value!r}")
+        elif name in ("batch_size", "eval_batch_size"):
+            need(is_integer(value) and 1 <= value <= MAX_BATCH,
+                 f"train.{name} must be an integer in [1, {MAX_BATCH}], got {value!r}")
         elif name == "max_steps":
             need(is_integer(value) and value >= 0, f"train.max_steps must be 0 (whole epochs) or a positive "
                                                    f"integer, got {value!r}")
         elif name == "warmup_epochs":
             need(is_integer(value) and value >= 0, f"train.warmup_epochs must lie in [0, epochs], got {value!r}")
         elif name in ("lr", "warmup_lr", "min_lr"):
+            # no upper bound: a huge rate is how tests/test_train.py makes a run diverge on purpose
             need(is_number(value) and value > 0, f"train.{name} must be positive, got {value!r}")
         elif name == "weight_decay":
             need(is_number(value) and value >= 0, f"train.weight_decay must be >= 0, got {value!r}")
+        elif name == "momentum":
+            need(is_number(value) and 0 <= value < 1, f"train.momentum must lie in [0, 1), got {value!r}")
         elif name == "label_smoothing":
             need(is_number(value) and 0 <= value < 1, f"train.label_smoothing must lie in [0, 1), got {value!r}")
+        elif name == "seed":
+            need(is_integer(value) and 0 <= value <= MAX_SEED, f"train.seed must be an integer in [0, {MAX_SEED}], "
+                                                               f"got {value!r}")
+        elif name == "threads":
+            need(is_integer(value) and value >= 0, f"train.threads must be 0 (torch's default) or a positive "
+                                                   f"integer, got {value!r}")
         elif name == "device":
             need(value in ("auto", "cpu", "cuda") or str(value).startswith("cuda:"),
                  f"train.device must be auto, cpu, cuda or cuda:N, got {value!r}")
@@ -220,7 +245,10 @@ _BOOL_WORDS = {"on": True, "yes": True, "true": True, "off": False, "no": False,
 
 
 def _coerce(key: str, value: Any, expected: type) -> Any:
-    """Accept an int where a float is expected (lr=1) and on/off for switches; refuse other mismatches."""
+    """Accept an int where a float is expected (lr=1) and on/off for switches; refuse nan, inf and other
+    mismatches."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} must be a finite number, got {value!r}")
     if expected is bool and isinstance(value, str) and value.lower() in _BOOL_WORDS:
         return _BOOL_WORDS[value.lower()]
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
