@@ -80,3 +80,9 @@ def test_fit_on_cuda_with_amp(tmp_path: Path) -> None:
     assert 0.0 <= result["final"]["val_top1"] <= 100.0
     assert all(record["train_loss"] == record["train_loss"] for record in
                map(json.loads, (tmp_path / "history.jsonl").read_text().splitlines()))
+
+
+@pytest.mark.parametrize(("dtype", "steps", "rtol"), [(torch.float64, 20, 1e-9), (torch.float32, 5, 1e-4)])
+def test_pack_equals_solo_on_cuda(strict_fp32, dtype: torch.dtype, steps: int, rtol: float) -> None:
+    from tests.test_pack import check_pack_equals_solo
+    check_pack_equals_solo("cuda", dtype, steps=steps, rtol=rtol)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .kernels import plain
 from .layers import ChannelsLastBatchNorm, Concat, DropPath, Linear, TemporalConv, fold_batch_norm
 from .modulation import SkeletalModulation, TemporalModulation
 
@@ -46,6 +47,9 @@ class _FrameDifference(torch.autograd.Function):
 
 def frame_difference(x: torch.Tensor) -> torch.Tensor:
     """D[t] = x[t+1] − x[t] along frames (axis 1), the last difference repeated to keep T frames."""
+    if plain():  # under vmap (trial packs), where the autograd function has no batching rule
+        d = x[:, 1:] - x[:, :-1]
+        return torch.cat([d, d[:, -1:]], dim=1)
     return _FrameDifference.apply(x)
 
 

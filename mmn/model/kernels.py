@@ -11,7 +11,8 @@ through `_OneDnnLinear`, an autograd function of its own, and the activation and
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.nn import functional as F
@@ -42,6 +43,23 @@ def _has_onednn_ops() -> bool:
 
 
 ONEDNN = _has_onednn_ops()  # whether the oneDNN ops run here and agree with the plain ops
+_plain = False  # set by plain_ops(): the oneDNN ops and _OneDnnLinear have no vmap rules
+
+
+@contextlib.contextmanager
+def plain_ops() -> Iterator[None]:
+    """Within it, every call runs as plain PyTorch ops, as under torch.func.vmap (trial packs) they must."""
+    global _plain
+    before, _plain = _plain, True
+    try:
+        yield
+    finally:
+        _plain = before
+
+
+def plain() -> bool:
+    """Whether plain_ops() is on: then the model's own autograd functions give way to composed ops too."""
+    return _plain
 
 
 def autocast_on(x: torch.Tensor) -> bool:
@@ -50,7 +68,8 @@ def autocast_on(x: torch.Tensor) -> bool:
 
 
 def _onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return ONEDNN and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and not autocast_on(x)
+    return (ONEDNN and not _plain and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+            and not autocast_on(x))
 
 
 def _fused(x: torch.Tensor, weight: torch.Tensor) -> bool:

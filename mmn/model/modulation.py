@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .kernels import autocast_on
+from .kernels import autocast_on, plain
 from .layers import ChannelsLastBatchNorm, Linear, TemporalConv, batch_norm_affine
 
 EPS = 1e-6  # the release's, added to the std
@@ -74,8 +74,8 @@ class _Modulate(torch.autograd.Function):
 
 def modulate(y: torch.Tensor, gamma_beta: torch.Tensor) -> torch.Tensor:
     """standardise(y)·(1 + γ) + β for y (N, T, V, q) and gamma_beta = [γ, β] (N, T, V, 2q)."""
-    if autocast_on(y):
-        # Mixed dtypes under autocast: autograd tracks the composed ops instead.
+    if autocast_on(y) or plain():
+        # Mixed dtypes under autocast, or vmap (trial packs): autograd tracks the composed ops instead.
         q = y.shape[-1]
         return standardise(y) * (1.0 + gamma_beta[..., :q]) + gamma_beta[..., q:]
     return _Modulate.apply(y.contiguous(), gamma_beta)
