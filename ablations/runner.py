@@ -54,8 +54,9 @@ from .loggers import check_trackers, tracker_callbacks
 from .progress import TrialProgress
 from .resources import TrialResources, cpu_epoch_estimate, meant_for_gpus, trial_resources
 from .spec import Spec
-from .storage import Location, cannot_write, check_format, locate, read_json, write_experiment_json
-from .trainable import TrialContext, planned_trial, run_trial, trial_params
+from .storage import Location, cannot_write, check_experiment_name, check_format, locate, read_json, \
+    write_experiment_json
+from .trainable import StagingCleanup, TrialContext, planned_trial, run_trial, trial_params
 
 
 @dataclass
@@ -163,12 +164,20 @@ def _init_ray(options: RunOptions) -> bool:
         return False
     # Trials' output reaches the console only with -v; a failed trial's last lines always do (progress.TrialProgress).
     if options.address:
-        ray.init(address=options.address, log_to_driver=verbose())
+        ray.init(address=options.address, log_to_driver=verbose(), runtime_env=worker_runtime_env())
     else:
-        ray.init(address="local", include_dashboard=False, log_to_driver=verbose())
+        ray.init(address="local", include_dashboard=False, log_to_driver=verbose(), runtime_env=worker_runtime_env())
     resources = ray.cluster_resources()
     _say(f"Ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs")
     return True
+
+
+def worker_runtime_env() -> dict[str, Any]:
+    """The environment of this run's Ray workers (on every node, also when joining a cluster): glibc's malloc
+    arenas capped at 2 unless the user set MALLOC_ARENA_MAX. Ray reuses a worker for many trials, and each of
+    torch's threads otherwise gets an arena of its own that keeps the freed memory: about 100 MB more per trial,
+    to ~2.6 GB for a tiny model (docs/performance.md, "Trial worker memory")."""
+    return {"env_vars": {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}}
 
 
 def _trial_resources(spec: Spec, options: RunOptions, plan: TrialPlan,
@@ -296,6 +305,7 @@ def _fit(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, o
          experiment: Location, label: str, scheduler: Any, concurrency: int | None,
          param_space: Mapping[str, Any] | None) -> None:
     trainable = tune.with_resources(tune.with_parameters(run_trial, context=context), dict(context.resources))
+    staging = StagingCleanup()
     tuner = tune.Tuner(
         trainable,
         param_space=dict(param_space or {}),
@@ -313,7 +323,7 @@ def _fit(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, o
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # Tune's default loggers (JSON, CSV, TensorBoard) stay on; each trial's stdout and stderr go to files
             # in its working folder, for a failed trial's last lines. Ray's own tables only with -v.
-            callbacks=[TrialProgress(num_samples, spec.metric),
+            callbacks=[TrialProgress(num_samples, spec.metric), staging,
                        *tracker_callbacks(options.log, context.experiment, label)],
             log_to_file=True, verbose=1 if verbose() else 0,
         ),
@@ -325,6 +335,8 @@ def _fit(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, o
         # truncated. Results come from our trial records (written atomically), so go on and report from them.
         _say(f"Ray Tune could not finish its bookkeeping in {experiment.uri} ({type(error).__name__}: "
              f"{str(error).splitlines()[0] if str(error) else ''})")
+    finally:
+        staging.remove()  # Ray has copied it to the experiment folder; in the system temp it would stay for good
 
 
 def _storage_problem(experiment: Location) -> str | None:
@@ -397,7 +409,8 @@ def run_experiment(spec: Spec, options: RunOptions) -> Outcome:
     """Run every planned trial of `spec` that has not finished in its experiment folder; the outcome counts all.
     Finished results of other code or data than this run's are refused (StaleResults), unless `options.stale`
     says to train them again or to keep them."""
-    name = options.name or spec.name
+    name = spec.name if options.name is None else options.name  # an empty --name is refused, not replaced
+    check_experiment_name(name, "--name" if options.name is not None else "the spec's name:")  # before anything is written
     check_trackers(options.log)  # a missing package stops the run before anything is written
     with _process_settings():
         experiment = locate(options.storage, name)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,20 @@ def cannot_write(where: str, error: OSError) -> StorageError:
     return StorageError(f"cannot write to {where}: {reason[:1].lower()}{reason[1:]}")
 
 
+# One folder name: no separators, no "..", not hidden, so that a name can never leave its storage.
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def check_experiment_name(name: str, where: str = "--name") -> None:
+    """Refuse a name that is not one plain folder name (letters, digits, '.', '_', '-'; not starting with '.')."""
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise StorageError(f"{where}: {name!r} is not a valid experiment name: use letters, digits, '.', '_' and '-' "
+                           f"only, not starting with '.' (it names one folder under --storage)")
+
+
 def locate(storage: str, name: str) -> Location:
-    """The experiment folder `name` under `storage` (a folder or a URI)."""
+    """The experiment folder `name` under `storage` (a folder or a URI); a name that could leave it is refused."""
+    check_experiment_name(name)
     if "://" in storage and not storage.startswith("file://"):
         fs, path = pafs.FileSystem.from_uri(storage)
         return Location(fs, path, storage.rstrip("/")).child(name)

@@ -8,6 +8,8 @@ in `TrialContext` through the object store. Each trial's record (mmn.folders.RES
 """
 from __future__ import annotations
 
+import gc
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from ray import tune
 from mmn.atomic import write_bytes
 from mmn.folders import CHECKPOINT, RECORDED_METRICS, TRIAL_STATE
 from mmn.provenance import provenance
+from mmn.runtime import release_heap
 from mmn.train import TrainingDiverged, fit
 
 from .expand import TrialPlan, build_config
@@ -146,3 +149,26 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         # The trial's record already says failed and why. Retrying would diverge again at the same step, so end the
         # trial normally (Ray does not retry it) with NaN metrics (Optuna records a failed trial, ASHA ignores it).
         tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "diverged": True})
+    finally:
+        # Ray reuses this worker for the next trial: give back what this one freed (the runner's StagingCleanup
+        # deletes its files in Ray's temp folder once the driver has copied them to the experiment folder).
+        gc.collect()
+        release_heap()
+
+
+class StagingCleanup(tune.Callback):
+    """Deletes this Tune invocation's staging folder in Ray's session temp folder on the driver
+    (`<temp>/session_*/artifacts/<time>/<name>/`: Ray's per-trial logs and files, already copied to the experiment
+    folder) once `Tuner.fit` has returned: `remove()`. Only the folders of this invocation's own trials."""
+
+    def __init__(self) -> None:
+        self.folders: set[Path] = set()
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        self.folders.update(Path(trial.storage.experiment_driver_staging_path).parent for trial in trials
+                            if trial.storage is not None)
+
+    def remove(self) -> None:
+        for folder in self.folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        self.folders.clear()
