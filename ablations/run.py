@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="finish an interrupted experiment (any rerun under the same name does this: finished "
                              "trials are skipped, unfinished ones continue from their last checkpoint)")
+    parser.add_argument("--force-spec", action="store_true",
+                        help="run under --name even though its folder holds another spec's experiment (other factors, "
+                             "rules, reference or metric), replacing its experiment.json")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="the same as a key=value argument (kept for older command lines)")
     stale = parser.add_mutually_exclusive_group()
@@ -251,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             max_concurrent=args.max_concurrent, storage=args.storage, name=args.name,
             overrides=parse_assignments(assignments), stale=args.stale,
-            log=tuple(args.log))
+            log=tuple(args.log), force_spec=args.force_spec)
         _check_overrides(spec, options)
         _warn_shadowed(spec, options.overrides)
         if args.print_config:

@@ -53,9 +53,10 @@ from .expand import TrialPlan, base_overrides, build_config, expand, resolve_see
 from .loggers import check_trackers, tracker_callbacks
 from .progress import TrialProgress
 from .resources import TrialResources, cpu_epoch_estimate, meant_for_gpus, trial_resources
-from .spec import Spec
+from .spec import Spec, SpecError
 from .storage import Location, cannot_write, check_experiment_name, check_format, locate, read_json, \
     write_experiment_json
+from .lock import driver_lock
 from .trainable import StagingCleanup, TrialContext, planned_trial, run_trial, trial_params
 
 
@@ -78,6 +79,7 @@ class RunOptions:
     overrides: dict[str, Any] = field(default_factory=dict)
     stale: str | None = None  # finished results of other code or data: "rerun", "keep", or None to refuse them
     log: tuple[str, ...] = ()  # trackers besides TensorBoard: "wandb", "mlflow" (ablations.loggers)
+    force_spec: bool = False  # replace the experiment.json of another spec under this name
 
     def cli_overrides(self) -> dict[str, Any]:
         values = {"data.dataset": self.dataset, "data.root": self.data_root, "data.modality": self.modality,
@@ -410,37 +412,40 @@ def run_experiment(spec: Spec, options: RunOptions) -> Outcome:
     Finished results of other code or data than this run's are refused (StaleResults), unless `options.stale`
     says to train them again or to keep them."""
     name = spec.name if options.name is None else options.name  # an empty --name is refused, not replaced
-    check_experiment_name(name, "--name" if options.name is not None else "the spec's name:")  # before anything is written
+    # before anything is written
+    check_experiment_name(name, "--name" if options.name is not None else "the spec's name:")
     check_trackers(options.log)  # a missing package stops the run before anything is written
     with _process_settings():
         experiment = locate(options.storage, name)
         check_format(experiment)
         plans = plan_experiment(spec, options)  # an impossible variant stops here, before anything is written
-        record = _record_experiment(experiment, spec, options, name)
-        clips = _prepare_data(plans[0])
-        fingerprints = {CODE: code_fingerprint(), DATA: data_fingerprint(plans[0].config.data)}
-        # A grid's trials are known now, so stale results are refused before Ray starts; a search's final trials
-        # are known once it has tuned.
-        todo = None if spec.search is not None else _unfinished(plans, experiment, fingerprints, options.stale)
-        started_ray = _init_ray(options)
-        try:
-            resources = _trial_resources(spec, options, plans[0], clips)
-            context = _trial_context(spec, options, name, fingerprints, resources)
-            if todo is None:
-                plans = _tune_then_take_best(plans, spec, options, experiment, context)
-                todo = _unfinished(plans, experiment, fingerprints, options.stale)
-            _record_kept_stale(experiment, record, todo.kept_stale)
-            if len(todo.plans) < len(plans):
-                _say(f"{len(plans) - len(todo.plans)} of {len(plans)} trials already finished in {experiment.uri}: "
-                     "skipping them")
-            if todo.plans:
-                phase = "final" if spec.search is not None else "grid"
-                _run_planned(replace(context, phase=phase, planned={p.trial_key: p for p in todo.plans},
-                                     resume_from=todo.resume_from), spec, options, experiment)
-        finally:
-            if started_ray:
-                ray.shutdown()
-        return _outcome(plans, len(plans) - len(todo.plans), experiment, fingerprints, todo.kept_stale)
+        with driver_lock(experiment):  # a second driver stops here, before it writes anything
+            _check_same_experiment(experiment, spec, options.force_spec)
+            record = _record_experiment(experiment, spec, options, name)
+            clips = _prepare_data(plans[0])
+            fingerprints = {CODE: code_fingerprint(), DATA: data_fingerprint(plans[0].config.data)}
+            # A grid's trials are known now, so stale results are refused before Ray starts; a search's final trials
+            # are known once it has tuned.
+            todo = None if spec.search is not None else _unfinished(plans, experiment, fingerprints, options.stale)
+            started_ray = _init_ray(options)
+            try:
+                resources = _trial_resources(spec, options, plans[0], clips)
+                context = _trial_context(spec, options, name, fingerprints, resources)
+                if todo is None:
+                    plans = _tune_then_take_best(plans, spec, options, experiment, context)
+                    todo = _unfinished(plans, experiment, fingerprints, options.stale)
+                _record_kept_stale(experiment, record, todo.kept_stale)
+                if len(todo.plans) < len(plans):
+                    _say(f"{len(plans) - len(todo.plans)} of {len(plans)} trials already finished in "
+                         f"{experiment.uri}: skipping them")
+                if todo.plans:
+                    phase = "final" if spec.search is not None else "grid"
+                    _run_planned(replace(context, phase=phase, planned={p.trial_key: p for p in todo.plans},
+                                         resume_from=todo.resume_from), spec, options, experiment)
+            finally:
+                if started_ray:
+                    ray.shutdown()
+            return _outcome(plans, len(plans) - len(todo.plans), experiment, fingerprints, todo.kept_stale)
 
 
 def _trial_context(spec: Spec, options: RunOptions, name: str, fingerprints: Mapping[str, str],
@@ -599,6 +604,32 @@ def search_samples(spec: Spec, options: RunOptions) -> int:
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text)
+
+
+class SpecChanged(SpecError):
+    """The experiment folder holds another experiment: other factors, variants, rules, reference or metric."""
+
+
+# What makes an experiment the same one: its grid and what it compares. Seeds, samples, budgets and base settings
+# may change from run to run (more seeds, a longer budget): the report tells such settings apart (analysis.groups).
+_IDENTITY = ("factors", "rules", "exclude", "reference", "metric", "mode")
+
+
+def _check_same_experiment(experiment: Location, spec: Spec, force: bool) -> None:
+    """Refuse to run `spec` into a folder whose experiment.json records another spec, unless forced."""
+    marker = experiment.child(EXPERIMENT)
+    previous = read_json(marker).get("spec") if marker.exists() else None
+    if not isinstance(previous, dict) or force:
+        return
+    now = spec.to_dict()
+    differ = [key for key in _IDENTITY if key in previous and previous[key] != now[key]]
+    before, after = (previous.get("search") or {}).get("space"), (now["search"] or {}).get("space")
+    if before != after:
+        differ.append("search space")
+    if differ:
+        raise SpecChanged(f"{experiment.uri} holds another experiment than {spec.path or spec.name} "
+                          f"({', '.join(differ)} differ): run it under another --name, or pass --force-spec to "
+                          f"replace its experiment.json")
 
 
 def _record_experiment(experiment: Location, spec: Spec, options: RunOptions, name: str) -> dict[str, Any]:

@@ -58,6 +58,7 @@ def split_result_file(split: str) -> str:
 EXPERIMENT = "experiment.json"  # what was run: factors, variants, reference, seeds, metric, options
 SPEC_AS_RUN = "spec.yaml"
 STUDY = "study.journal"  # the Optuna studies (optuna-dashboard reads it)
+DRIVER_LOCK = "driver.lock"  # host, PID and start of the one driver running the experiment (ablations.lock)
 REPORT = "report"  # folder of tables and plots that analysis writes
 EXPERIMENT_FORMAT = 1
 

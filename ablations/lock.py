@@ -1,0 +1,145 @@
+"""One driver per experiment folder: a second `ablations.run` on the same folder stops with one line naming the
+driver that holds it, before it starts Ray or writes anything there.
+
+On a local path or an NFS mount the lock is a file created atomically (O_CREAT | O_EXCL, which NFS v3+ honours)
+holding the holder's host, PID and start time. A lock whose process is gone on this host is stale: it is taken
+over with a message. On an object store (s3://, gs://), which has no atomic create, the lock is a lease object that
+the holder renews while it runs; one whose lease has run out is taken over, so a driver that died frees the folder
+after at most LEASE_S seconds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from mmn.folders import DRIVER_LOCK
+
+from .storage import Location, StorageError
+
+LOG = logging.getLogger("ablations")
+LEASE_S = 600.0  # an object-store lease's length; the holder renews it every third of that
+
+
+class ExperimentLocked(StorageError):
+    """Another driver runs this experiment now."""
+
+
+def _holder() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex,
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "lease_until": time.time() + LEASE_S}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    return f"PID {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('started', '?')}"
+
+
+def _read(location: Location) -> dict[str, Any] | None:
+    """The lock's holder, {} for a lock file that cannot be read (torn, hand-edited), None when there is none."""
+    try:
+        holder = json.loads(location.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _stale(holder: dict[str, Any], remote: bool) -> bool:
+    if not holder:
+        return True
+    if remote:
+        return float(holder.get("lease_until", 0)) < time.time()
+    return holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1)))
+
+
+def _refusal(experiment: Location, lock: Location, holder: dict[str, Any]) -> ExperimentLocked:
+    fix = ("wait for it, or stop it" if holder.get("host") == socket.gethostname() else
+           f"wait for it; if that driver is gone (its machine is down), delete {lock.uri}")
+    return ExperimentLocked(f"{experiment.uri} is being run by another driver ({_describe(holder)}): {fix}, or run "
+                            f"under another --name")
+
+
+def _take_local(experiment: Location, lock: Location, holder: dict[str, Any]) -> None:
+    os.makedirs(experiment.path, exist_ok=True)
+    for _ in range(3):  # a stale lock is moved aside, then created anew; another driver may win that race
+        try:
+            descriptor = os.open(lock.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            other = _read(lock)
+            if other is None:
+                continue
+            if not _stale(other, remote=False):
+                raise _refusal(experiment, lock, other) from None
+            LOG.warning("taking over the lock of a driver that is gone (%s)",
+                        _describe(other) if other else "its lock file was unreadable")
+            try:
+                os.replace(lock.path, f"{lock.path}.stale-{holder['token']}")
+                os.unlink(f"{lock.path}.stale-{holder['token']}")
+            except FileNotFoundError:
+                pass  # another driver moved it first; the next attempt sees who won
+            continue
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(json.dumps(holder))
+            stream.flush()
+            os.fsync(stream.fileno())
+        return
+    raise ExperimentLocked(f"{experiment.uri}: could not take the driver lock {lock.uri} (others keep taking it); "
+                           f"try again")
+
+
+def _take_remote(experiment: Location, lock: Location, holder: dict[str, Any]) -> None:
+    other = _read(lock)
+    if other is not None and not _stale(other, remote=True):
+        raise _refusal(experiment, lock, other)
+    if other is not None:
+        LOG.warning("taking over the lease of a driver that is gone (%s)", _describe(other))
+    lock.write_text(json.dumps(holder))
+    time.sleep(1.0)  # object stores keep the last write: read back, so that of two drivers racing only one goes on
+    if (_read(lock) or {}).get("token") != holder["token"]:
+        raise _refusal(experiment, lock, _read(lock) or {})
+
+
+@contextmanager
+def driver_lock(experiment: Location) -> Iterator[None]:
+    """Hold the experiment's lock while the block runs; ExperimentLocked (one line) if another driver holds it."""
+    lock, holder = experiment.child(DRIVER_LOCK), _holder()
+    remote = not experiment.is_local
+    (_take_remote if remote else _take_local)(experiment, lock, holder)
+    stop = threading.Event()
+    renewer = threading.Thread(target=_renew, args=(lock, holder, stop), daemon=True) if remote else None
+    if renewer:
+        renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if (_read(lock) or {}).get("token") == holder["token"]:
+            lock.fs.delete_file(lock.path)
+
+
+def _renew(lock: Location, holder: dict[str, Any], stop: threading.Event) -> None:
+    while not stop.wait(LEASE_S / 3):
+        holder["lease_until"] = time.time() + LEASE_S
+        try:
+            lock.write_text(json.dumps(holder))
+        except OSError as error:  # the next renewal tries again; the lease lasts until then
+            LOG.warning("could not renew the driver lease %s: %s", lock.uri, error)
