@@ -23,7 +23,7 @@ from typing import Any
 
 from mmn.folders import DRIVER_LOCK
 
-from .storage import Location, StorageError
+from .storage import Location, StorageError, cannot_write
 
 LOG = logging.getLogger("ablations")
 LEASE_S = 600.0  # an object-store lease's length; the holder renews it every third of that
@@ -123,7 +123,10 @@ def driver_lock(experiment: Location) -> Iterator[None]:
     """Hold the experiment's lock while the block runs; ExperimentLocked (one line) if another driver holds it."""
     lock, holder = experiment.child(DRIVER_LOCK), _holder()
     remote = not experiment.is_local
-    (_take_remote if remote else _take_local)(experiment, lock, holder)
+    try:
+        (_take_remote if remote else _take_local)(experiment, lock, holder)
+    except OSError as error:  # not a folder, read-only, a full disk: the experiment's first write fails here
+        raise cannot_write(experiment.uri, error) from None
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(lock, holder, stop), daemon=True) if remote else None
     if renewer:
@@ -132,8 +135,11 @@ def driver_lock(experiment: Location) -> Iterator[None]:
         yield
     finally:
         stop.set()
-        if (_read(lock) or {}).get("token") == holder["token"]:
-            lock.fs.delete_file(lock.path)
+        try:
+            if (_read(lock) or {}).get("token") == holder["token"]:
+                lock.fs.delete_file(lock.path)
+        except OSError:  # left behind, it names a process that is gone: the next run takes it over
+            pass
 
 
 def _renew(lock: Location, holder: dict[str, Any], stop: threading.Event) -> None:

@@ -8,7 +8,6 @@ in `TrialContext` through the object store. Each trial's record (mmn.folders.RES
 """
 from __future__ import annotations
 
-import gc
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from ray import tune
 from mmn.atomic import write_bytes
 from mmn.folders import CHECKPOINT, RECORDED_METRICS, TRIAL_STATE
 from mmn.provenance import provenance
-from mmn.runtime import release_heap
 from mmn.train import TrainingDiverged, fit
 
 from .expand import TrialPlan, build_config
@@ -149,11 +147,6 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         # The trial's record already says failed and why. Retrying would diverge again at the same step, so end the
         # trial normally (Ray does not retry it) with NaN metrics (Optuna records a failed trial, ASHA ignores it).
         tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "diverged": True})
-    finally:
-        # Ray reuses this worker for the next trial: give back what this one freed (the runner's StagingCleanup
-        # deletes its files in Ray's temp folder once the driver has copied them to the experiment folder).
-        gc.collect()
-        release_heap()
 
 
 class StagingCleanup(tune.Callback):

@@ -32,19 +32,6 @@ def tune_cpu_allocator() -> bool:
         return False
 
 
-def release_heap() -> bool:
-    """Hand the heap's free memory back to the OS (glibc's malloc_trim), e.g. after a training run in a process
-    that lives on for more runs: `tune_cpu_allocator` keeps up to 1 GiB of freed memory per arena otherwise.
-    Returns whether it applied (glibc only)."""
-    if sys.platform != "linux":
-        return False
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        return True
-    except (OSError, AttributeError):
-        return False
-
-
 @contextlib.contextmanager
 def num_threads(threads: int | None) -> Iterator[None]:
     """torch's CPU threads set to `threads` (None or 0: left as they are) inside the block, restored after it."""
