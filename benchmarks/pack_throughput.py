@@ -67,33 +67,18 @@ def _peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # of the process so far
 
 
-def _solo_step(config: RunConfig, device: torch.device, batch: int, autocast):
+def _solo_step(config: RunConfig, device: torch.device, batch: int, autocast, graphed: bool = False):
+    """mmn/train.py's solo step; `graphed`: the model under torch.compile(mode="reduce-overhead") (CUDA graphs),
+    for the launch-bound solo trial."""
     model, optimizer, scheduler = _member(config, device)
     x, index_t, labels = (t[0] for t in _batch(config, 1, batch, device))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
+    forward = torch.compile(model, mode="reduce-overhead") if graphed else model
     model.train()
 
     def step() -> None:
         with autocast():
-            loss = loss_fn(model(x, index_t), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-    return step
-
-
-def _graphed_solo_step(config: RunConfig, device: torch.device, batch: int, autocast):
-    """The solo step under torch.compile(mode="reduce-overhead") (CUDA graphs), for the launch-bound solo trial."""
-    model, optimizer, scheduler = _member(config, device)
-    x, index_t, labels = (t[0] for t in _batch(config, 1, batch, device))
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
-    compiled = torch.compile(model, mode="reduce-overhead")
-    model.train()
-
-    def step() -> None:
-        with autocast():
-            loss = loss_fn(compiled(x, index_t), labels)
+            loss = loss_fn(forward(x, index_t), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -146,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:9} {'solo':14} {solo:10.1f} {solo:11.1f} {1.0:8.2f} {_peak_mib(device):9.0f}", flush=True)
         if args.cuda_graphs and device.type == "cuda":
             try:
-                graphed = _timed(_graphed_solo_step(config, device, args.batch_size, autocast), device,
+                graphed = _timed(_solo_step(config, device, args.batch_size, autocast, graphed=True), device,
                                  args.seconds) * args.batch_size
                 print(f"{name:9} {'solo graphed':14} {graphed:10.1f} {graphed:11.1f} {graphed / solo:8.2f} "
                       f"{_peak_mib(device):9.0f}", flush=True)
