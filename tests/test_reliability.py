@@ -318,7 +318,7 @@ def test_disk_full_before_and_during_an_experiment(ray_session, small_disk, tmp_
 
 # --- many small trials ---------------------------------------------------------------------------------------------
 
-LOAD_TRIALS = 40  # benchmarks/load_500.py runs the same with 500
+LOAD_TRIALS = 16  # benchmarks/load_500.py runs the same with 500 (each trial pays a fresh worker's start-up)
 
 
 @pytest.mark.ray
