@@ -1,11 +1,11 @@
 """One driver per experiment folder: a second `ablations.run` on the same folder stops with one line naming the
 driver that holds it, before it starts Ray or writes anything there.
 
-On a local path or an NFS mount the lock is a file created atomically (O_CREAT | O_EXCL, which NFS v3+ honours)
-holding the holder's host, PID and start time. A lock whose process is gone on this host is stale: it is taken
-over with a message. On an object store (s3://, gs://), which has no atomic create, the lock is a lease object that
-the holder renews while it runs; one whose lease has run out is taken over, so a driver that died frees the folder
-after at most LEASE_S seconds.
+On a local path or an NFS mount the lock is a file holding the holder's host, PID and start time, written whole and
+then hard-linked into place, which fails atomically where a lock exists (also on NFS). A lock whose process is gone
+on this host is stale: it is taken over with a message. On an object store (s3://, gs://), which has no atomic
+create, the lock is a lease object that the holder renews while it runs; one whose lease has run out is taken over,
+so a driver that died frees the folder after at most LEASE_S seconds.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
+from mmn.atomic import write_text
 from mmn.folders import DRIVER_LOCK
 
 from .storage import Location, StorageError, cannot_write
@@ -80,30 +81,30 @@ def _refusal(experiment: Location, lock: Location, holder: dict[str, Any]) -> Ex
 
 def _take_local(experiment: Location, lock: Location, holder: dict[str, Any]) -> None:
     os.makedirs(experiment.path, exist_ok=True)
-    for _ in range(3):  # a stale lock is moved aside, then created anew; another driver may win that race
-        try:
-            descriptor = os.open(lock.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            other = _read(lock)
+    draft = f"{lock.path}.{holder['token']}"  # written whole first, then linked: the lock is never seen torn
+    write_text(draft, json.dumps(holder))
+    try:
+        for _ in range(3):  # a stale lock is moved aside, then linked anew; another driver may win that race
+            try:
+                os.link(draft, lock.path)  # fails if the lock exists, atomically (also on NFS)
+                return
+            except FileExistsError:
+                other = _read(lock)
             if other is None:
                 continue
             if not _stale(other, remote=False):
-                raise _refusal(experiment, lock, other) from None
+                raise _refusal(experiment, lock, other)
             LOG.warning("taking over the lock of a driver that is gone (%s)",
                         _describe(other) if other else "its lock file was unreadable")
             try:
-                os.replace(lock.path, f"{lock.path}.stale-{holder['token']}")
-                os.unlink(f"{lock.path}.stale-{holder['token']}")
+                os.replace(lock.path, f"{draft}.stale")
+                os.unlink(f"{draft}.stale")
             except FileNotFoundError:
                 pass  # another driver moved it first; the next attempt sees who won
-            continue
-        with os.fdopen(descriptor, "w") as stream:
-            stream.write(json.dumps(holder))
-            stream.flush()
-            os.fsync(stream.fileno())
-        return
-    raise ExperimentLocked(f"{experiment.uri}: could not take the driver lock {lock.uri} (others keep taking it); "
-                           f"try again")
+        raise ExperimentLocked(f"{experiment.uri}: could not take the driver lock {lock.uri} (others keep taking "
+                               f"it); try again")
+    finally:
+        os.unlink(draft)
 
 
 def _take_remote(experiment: Location, lock: Location, holder: dict[str, Any]) -> None:
@@ -114,8 +115,9 @@ def _take_remote(experiment: Location, lock: Location, holder: dict[str, Any]) -
         LOG.warning("taking over the lease of a driver that is gone (%s)", _describe(other))
     lock.write_text(json.dumps(holder))
     time.sleep(1.0)  # object stores keep the last write: read back, so that of two drivers racing only one goes on
-    if (_read(lock) or {}).get("token") != holder["token"]:
-        raise _refusal(experiment, lock, _read(lock) or {})
+    winner = _read(lock) or {}
+    if winner.get("token") != holder["token"]:
+        raise _refusal(experiment, lock, winner)
 
 
 @contextmanager
