@@ -422,8 +422,9 @@ def run_experiment(spec: Spec, options: RunOptions) -> Outcome:
         check_format(experiment)
         plans = plan_experiment(spec, options)  # an impossible variant stops here, before anything is written
         with driver_lock(experiment):  # a second driver stops here, before it writes anything
-            _check_same_experiment(experiment, spec, options.force_spec)
-            record = _record_experiment(experiment, spec, options, name)
+            previous = _previous_record(experiment)
+            _check_same_experiment(experiment, previous, spec, options.force_spec)
+            record = _record_experiment(experiment, spec, options, name, previous)
             clips = _prepare_data(plans[0])
             fingerprints = {CODE: code_fingerprint(), DATA: data_fingerprint(plans[0].config.data)}
             # A grid's trials are known now, so stale results are refused before Ray starts; a search's final trials
@@ -617,10 +618,16 @@ class SpecChanged(SpecError):
 _IDENTITY = ("factors", "rules", "exclude", "reference", "metric", "mode")
 
 
-def _check_same_experiment(experiment: Location, spec: Spec, force: bool) -> None:
-    """Refuse to run `spec` into a folder whose experiment.json records another spec, unless forced."""
+def _previous_record(experiment: Location) -> dict[str, Any]:
+    """The experiment.json an earlier run wrote, {} where there is none (or it is not a JSON object)."""
     marker = experiment.child(EXPERIMENT)
-    previous = read_json(marker).get("spec") if marker.exists() else None
+    record = read_json(marker) if marker.exists() else {}
+    return record if isinstance(record, dict) else {}
+
+
+def _check_same_experiment(experiment: Location, record: Mapping[str, Any], spec: Spec, force: bool) -> None:
+    """Refuse to run `spec` into a folder whose experiment.json `record` holds another spec, unless forced."""
+    previous = record.get("spec")
     if not isinstance(previous, dict) or force:
         return
     now = spec.to_dict()
@@ -634,14 +641,15 @@ def _check_same_experiment(experiment: Location, spec: Spec, force: bool) -> Non
                           f"replace its experiment.json")
 
 
-def _record_experiment(experiment: Location, spec: Spec, options: RunOptions, name: str) -> dict[str, Any]:
+def _record_experiment(experiment: Location, spec: Spec, options: RunOptions, name: str,
+                       previous: Mapping[str, Any]) -> dict[str, Any]:
     """experiment.json and the spec as run, written before any trial so the folder explains itself; the record.
     The first write: an unwritable folder or a full disk stops the run here, before any trial, with one line.
 
     `kept_stale` counts the finished results of other code or data the experiment reuses (--keep-stale), for the
-    report to say so: the last run's count stands until this run has decided (`_record_kept_stale`)."""
+    report to say so: the last run's count (from `previous`, the record an earlier run wrote) stands until this run
+    has decided (`_record_kept_stale`)."""
     marker = experiment.child(EXPERIMENT)
-    previous = read_json(marker) if marker.exists() else {}
     record = {"format_version": EXPERIMENT_FORMAT, "name": name, "description": spec.description,
               "factors": {f.key: list(f.values) for f in spec.factors},
               "factor_labels": {f.key: f.label for f in spec.factors}, "variants": variants(spec),
@@ -650,7 +658,7 @@ def _record_experiment(experiment: Location, spec: Spec, options: RunOptions, na
               "dataset": options.dataset or spec.base.get("data.dataset", "ma52"), "budget": options.budget,
               "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "spec": spec.to_dict(), "options": {k: v for k, v in vars(options).items()},
-              "kept_stale": previous.get("kept_stale", 0) if isinstance(previous, dict) else 0}
+              "kept_stale": previous.get("kept_stale", 0)}
     try:
         write_experiment_json(marker, record)
         experiment.child(SPEC_AS_RUN).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))

@@ -132,7 +132,7 @@ def test_a_name_holding_another_spec_is_refused_unless_forced(tmp_path: Path, ca
     runs = tmp_path / "runs"
     first = load_spec(_spec(tmp_path))
     experiment = locate(str(runs), "locked")
-    runner._record_experiment(experiment, first, RunOptions(storage=str(runs)), "locked")
+    runner._record_experiment(experiment, first, RunOptions(storage=str(runs)), "locked", {})
     (tmp_path / "other").mkdir()
     changed = _spec(tmp_path / "other", factor="model.mtm: [true, false]")
     assert ablations_run.main([str(changed), "--storage", str(runs)]) == 2
@@ -142,8 +142,8 @@ def test_a_name_holding_another_spec_is_refused_unless_forced(tmp_path: Path, ca
     # More seeds or another budget is the same experiment; --force-spec replaces the record explicitly.
     more_seeds = tmp_path / "more_seeds.yaml"
     more_seeds.write_text("name: locked\nfactors:\n  model.depth: [1, 2]\nseeds: 3\n")
-    runner._check_same_experiment(experiment, load_spec(more_seeds), False)
-    runner._check_same_experiment(experiment, load_spec(changed), True)
+    runner._check_same_experiment(experiment, runner._previous_record(experiment), load_spec(more_seeds), False)
+    runner._check_same_experiment(experiment, runner._previous_record(experiment), load_spec(changed), True)
 
 
 def test_a_spec_whose_name_escapes_storage_is_refused(tmp_path: Path, capsys) -> None:
