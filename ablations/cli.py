@@ -21,7 +21,7 @@ COMMANDS = {
     "evaluate": ("ablations.evaluate", "evaluate every finished trial on a split (python -m ablations.evaluate)"),
     "train": ("mmn.train", "train one model, no Ray (python -m mmn.train)"),
     "profile": ("mmn.profile", "parameters, GFLOPs and throughput of a model (python -m mmn.profile)"),
-    "data": ("mmn.data.__main__", "write the built-in synthetic data set (python -m mmn.data)"),
+    "data": ("mmn.data.__main__", "write the synthetic set, or check a data folder (python -m mmn.data)"),
 }
 # command → (module, function) of a parser built without torch or pandas: it answers --help and --version.
 LIGHT_PARSERS = {"train": ("mmn.cli", "train_parser"), "profile": ("mmn.cli", "profile_parser"),
@@ -36,6 +36,7 @@ examples:
   mmn-ablate report runs/msm_mtm
   mmn-ablate train budget=quick model.msm=graph --quiet
   mmn-ablate profile --no-throughput model.depth=2
+  mmn-ablate data check /data/ma52
   mmn-ablate COMMAND --help    (the command's own options)
 """
 

@@ -173,7 +173,7 @@ def _check_data_roots(pending: list[_Pending]) -> None:
                              "data set's files (trials record the path of the machine they trained on)")
 
 
-def _metrics(logits: Any, labels: Any, split: str, dataset: str) -> dict[str, float] | None:
+def _metrics(logits: Any, labels: Any, split: str, dataset: Any) -> dict[str, float] | None:
     """The split's metrics, named like f"{split}_top1"; None when its labels are withheld (all -1, MA-52 test)."""
     withheld = labels < 0
     if withheld.all():
@@ -197,7 +197,7 @@ def _evaluate(trial: _Pending, dataset: SkeletonDataset, split: str, device: tor
     amp = trial.config.train.amp and device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else None
     logits, labels = predict(model, dataset, device, batch_size or trial.config.train.eval_batch_size, autocast)
-    metrics = _metrics(logits, labels, split, trial.config.data.dataset)
+    metrics = _metrics(logits, labels, split, trial.config.data.skeleton())  # data.layout's classes, if it names some
     save_predictions(trial.folder / predictions_file(split), logits, labels, dataset.names)
     record = {"format_version": SPLIT_RESULT_FORMAT, "split": split, "config_hash": trial.config_hash,
               "weights_epoch": trial.epoch, "metrics": metrics, "clips": len(labels),

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .layouts import MA52_ACTION_TO_BODY, MA52_BODY_NAMES, get_layout
+from .layouts import MA52_ACTION_TO_BODY, MA52_BODY_NAMES, SkeletonLayout, get_layout
 
 # Every metric `evaluate` reports, in the order tables show them; iMiGUE has no body level (BODY_METRICS).
 METRIC_NAMES = ("top1", "top5", "body_top1", "f1_micro", "f1_macro", "body_f1_micro", "body_f1_macro", "f1_mean")
@@ -142,23 +142,24 @@ def fuse_logits(joint_logits: Any, bone_logits: Any, weights: Sequence[float] = 
     return float(weights[0]) * joint + float(weights[1]) * bone
 
 
-def evaluate(logits: Any, labels: Any, dataset: str = "ma52") -> dict[str, float]:
+def evaluate(logits: Any, labels: Any, dataset: str | SkeletonLayout = "ma52") -> dict[str, float]:
     """The benchmark's reported metrics, in percent.
 
     iMiGUE: top1, top5, f1_micro, f1_macro. MA-52 adds the body level, where the predicted body is the body of the
     predicted (top-1) action: body_top1, body_f1_micro, body_f1_macro, and f1_mean, the mean of the four F1 values.
+    `dataset` may be a layout (data.layout): it has MA-52's body level where its classes are MA-52's.
     """
     layout = get_layout(dataset)  # rejects unknown names with the list of choices
     scores, y = _check_pair(logits, labels)
     if scores.shape[1] != layout.num_classes:
-        raise ValueError(f"{dataset} has {layout.num_classes} classes but logits have {scores.shape[1]} columns")
+        raise ValueError(f"{layout.name} has {layout.num_classes} classes but logits have {scores.shape[1]} columns")
     predicted = top_k_indices(scores, 1)[:, 0]
     metrics = {
         "top1": top_k_accuracy(scores, y, 1),
         "top5": top_k_accuracy(scores, y, 5),
         **f1_scores(y, predicted, scores.shape[1]),
     }
-    if dataset == "ma52":
+    if layout.action_to_body == MA52_ACTION_TO_BODY:
         body_true, body_pred = action_to_body(y), action_to_body(predicted)
         body_f1 = f1_scores(body_true, body_pred, len(MA52_BODY_NAMES))
         metrics["body_top1"] = 100.0 * float((body_true == body_pred).mean())

@@ -106,12 +106,17 @@ def test_unknown_key_names_the_nearest_valid_one(capsys, tmp_path):
     assert train(capsys, "model.msn=off") == (2, "error: unknown config key 'model.msn' (did you mean model.msm?)")
 
 
+# The model's slots take a user's registered module too (mmn.model.registry): their errors say how to add one.
+REGISTER = (", nor a registered module (none is registered): for your own, import the file that registers it "
+            "(--import FILE, or the spec's `imports:`)")
+
+
 @pytest.mark.parametrize(("assignment", "message"), [
-    ("model.msm=sideways", "model.msm='sideways' is not one of released, graph, off"),
-    ("model.pos_enc=rope", "model.pos_enc='rope' is not one of stpe, learned, sinusoidal, none"),
+    ("model.msm=sideways", "model.msm='sideways' is not one of released, graph, off" + REGISTER),
+    ("model.pos_enc=rope", "model.pos_enc='rope' is not one of stpe, learned, sinusoidal, none" + REGISTER),
     ("train.optimizer=lion", "train.optimizer='lion' is not one of adamw, sgd"),
     ("model.depth=two", "model.depth expects an integer, got 'two'"),
-    ("model.mtm=maybe", "model.mtm expects true or false (or on/off), got 'maybe'"),
+    ("model.mtm=maybe", "model.mtm expects true or false (or on/off), got 'maybe'" + REGISTER),
 ])
 def test_wrong_value_for_a_switch(capsys, assignment, message):
     # model.msm and model.mtm are factors of msm_mtm: a bad override is refused even though the variant wins

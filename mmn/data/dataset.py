@@ -8,6 +8,7 @@ same sample both times.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,11 +26,12 @@ class SkeletonDataset(Dataset):
     """Items are (x float32 (2, T, V, 1), index_t float32 (T,), label int); see the module docstring for the RNG.
 
     Train split: random frame sampling and `augment`; val/test: the release's evenly spaced frames, no augmentation.
+    `dataset` names a benchmark (ma52, imigue) or is a layout (`mmn.layouts.load_layout`, data.layout).
     """
 
-    def __init__(self, root: str | Path, dataset: str = "ma52", split: str = "train", modality: str = "joint",
-                 num_frames: int = 64, augment: str = "released", bones: str = "released", format: str = "auto",
-                 seed: int = 0) -> None:
+    def __init__(self, root: str | Path, dataset: str | SkeletonLayout = "ma52", split: str = "train",
+                 modality: str = "joint", num_frames: int = 64, augment: str = "released", bones: str = "released",
+                 format: str = "auto", seed: int = 0) -> None:
         _check_choice("split", split, SPLITS)
         _check_choice("modality", modality, pp.MODALITIES, pp.MODALITY_ALIASES)
         _check_choice("augment", augment, pp.AUGMENTS)
@@ -49,6 +51,15 @@ class SkeletonDataset(Dataset):
         self._packed = pp.prepare([clip.keypoint[0] for clip in clips], self.layout, modality, bones)
         self._train = split == "train"
         self._eval_indices = None if self._train else pp.eval_indices(self._packed.lengths, num_frames)
+
+    def with_seed(self, seed: int) -> SkeletonDataset:
+        """The same split drawing from another seed, sharing the preprocessed clips (a pack's members, one per
+        seed, hold the split once)."""
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed}")
+        other = copy.copy(self)
+        other.seed, other.epoch = seed, 0
+        return other
 
     @property
     def num_classes(self) -> int:

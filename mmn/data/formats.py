@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mmn.data.safe_pickle import load_pickle
-from mmn.layouts import SkeletonLayout
+from mmn.layouts import LAYOUTS, SkeletonLayout
 
 FORMATS = ("release", "pyskl", "miga")
 SPLITS = ("train", "val", "test")
@@ -39,15 +39,21 @@ class Clip:
     keypoint: np.ndarray  # float32 (M, L, V, 2)
     label: int  # -1 where withheld
     source: Path  # the file it came from, for error messages
+    channels: int = 2  # coordinate channels in the file: 2 (x, y) or 3 (x, y, score); x and y are kept
 
 
 def read_split(root: str | Path, split: str, layout: SkeletonLayout, format: str = "auto") -> list[Clip]:
     """Read and validate one split from `root` (a folder, or a PYSKL file); `format` "auto" detects it."""
-    fmt, path = detect_format(root, split) if format == "auto" else _explicit(root, split, format)
-    reader = {"release": read_release, "pyskl": read_pyskl, "miga": read_miga}[fmt]
-    clips = reader(path, split)
+    _, path, clips = read_clips(root, split, format)
     validate_clips(clips, layout, split, path)
     return clips
+
+
+def read_clips(root: str | Path, split: str, format: str = "auto") -> tuple[str, Path, list[Clip]]:
+    """(format, path read, clips) of one split as the files hold them, not yet checked against a layout."""
+    fmt, path = detect_format(root, split) if format == "auto" else _explicit(root, split, format)
+    reader = {"release": read_release, "pyskl": read_pyskl, "miga": read_miga}[fmt]
+    return fmt, path, reader(path, split)
 
 
 def detect_format(root: str | Path, split: str) -> tuple[str, Path]:
@@ -91,7 +97,8 @@ def read_release(root: str | Path, split: str) -> list[Clip]:
             label = -1
         else:
             raise DataFormatError(f"{label_path}: no label for clip {name!r} of {data_path.name}")
-        clips.append(Clip(name, _keypoint(annotation, data_path, name), label, data_path))
+        keypoint, channels = _keypoint(annotation, data_path, name)
+        clips.append(Clip(name, keypoint, label, data_path, channels))
     return clips
 
 
@@ -109,8 +116,8 @@ def read_pyskl(path: str | Path, split: str) -> list[Clip]:
     for position, annotation in enumerate(data["annotations"]):
         name = _clip_name(annotation, "frame_dir", path, position)
         if name in members:
-            clips.append(Clip(name, _keypoint(annotation, path, name), _label(annotation.get("label"), path, name),
-                              path))
+            keypoint, channels = _keypoint(annotation, path, name)
+            clips.append(Clip(name, keypoint, _label(annotation.get("label"), path, name), path, channels))
     return clips
 
 
@@ -135,37 +142,45 @@ def read_miga(root: str | Path, split: str) -> list[Clip]:
             keypoint = chunk[offset, :2, :length].transpose(3, 1, 2, 0)  # (2, L, V, M) -> (M, L, V, 2)
             index = start + offset
             clips.append(Clip(names[index], np.ascontiguousarray(keypoint, dtype=np.float32), labels[index],
-                              data_path))
+                              data_path, data.shape[1]))
     return clips
 
 
 def validate_clips(clips: list[Clip], layout: SkeletonLayout, split: str, source: Path) -> None:
     """Check clips against `layout`: unique names, joints, frames, one person, finite values, labels in [0, classes)
-    (-1 on test)."""
+    (-1 on test); the first problem is a DataFormatError."""
     if not clips:
         raise DataFormatError(f"{source}: the {split} split has no clips")
-    _check_unique_names(clips, split)
+    for problem in repeated_names(clips, split):
+        raise DataFormatError(problem)
     for clip in clips:
-        where = f"{clip.source}: clip {clip.name!r}"
-        persons, frames, joints, _ = clip.keypoint.shape
-        if joints != layout.num_joints:
-            raise DataFormatError(f"{where} has {joints} joints, expected {layout.num_joints} for the "
-                                  f"{layout.name} layout (is the dataset option right?)")
-        if frames == 0:
-            raise DataFormatError(f"{where} has no frames")
-        if persons == 0:
-            raise DataFormatError(f"{where} has no person")
-        if persons > 1 and clip.keypoint[1:].any():  # all-zero further persons are padding: nothing is lost
-            raise DataFormatError(
-                f"{where} has {persons} persons, and training uses one per clip (the model's input holds one "
+        problem = clip_problem(clip, layout, split)
+        if problem:
+            raise DataFormatError(problem)
+
+
+def clip_problem(clip: Clip, layout: SkeletonLayout, split: str) -> str | None:
+    """Why training would refuse `clip` of `split` under `layout`, in one line naming file and clip; None if not."""
+    where = f"{clip.source}: clip {clip.name!r}"
+    persons, frames, joints, _ = clip.keypoint.shape
+    if joints != layout.num_joints:
+        option = "the dataset option" if layout in LAYOUTS.values() else "data.layout"
+        return (f"{where} has {joints} joints, expected {layout.num_joints} for the {layout.name} layout (is {option} "
+                "right?)")
+    if frames == 0:
+        return f"{where} has no frames"
+    if persons == 0:
+        return f"{where} has no person"
+    if persons > 1 and clip.keypoint[1:].any():  # all-zero further persons are padding: nothing is lost
+        return (f"{where} has {persons} persons, and training uses one per clip (the model's input holds one "
                 "person, as MA-52 and iMiGUE have); to train on it, keep the person to use in the file "
                 "(keypoint[:1], or zero the others), or leave the clip out")
-        if not np.isfinite(clip.keypoint).all():
-            raise DataFormatError(f"{where} has non-finite coordinates")
-        if not (0 <= clip.label < layout.num_classes or (clip.label == -1 and split == "test")):
-            withheld = " (-1, a withheld label, is allowed only on the test split)" if clip.label == -1 else ""
-            raise DataFormatError(f"{where} has label {clip.label}, expected an integer in "
-                                  f"[0, {layout.num_classes}){withheld}")
+    if not np.isfinite(clip.keypoint).all():
+        return f"{where} has non-finite coordinates"
+    if not (0 <= clip.label < layout.num_classes or (clip.label == -1 and split == "test")):
+        withheld = " (-1, a withheld label, is allowed only on the test split)" if clip.label == -1 else ""
+        return f"{where} has label {clip.label}, expected an integer in [0, {layout.num_classes}){withheld}"
+    return None
 
 
 def _existing(root: str | Path) -> Path:
@@ -255,7 +270,8 @@ def _clip_name(entry: Any, key: str, path: Path, position: int) -> str:
     return str(entry[key])
 
 
-def _keypoint(annotation: dict, path: Path, name: str) -> np.ndarray:
+def _keypoint(annotation: dict, path: Path, name: str) -> tuple[np.ndarray, int]:
+    """(x and y float32 (M, L, V, 2), coordinate channels in the file) of a clip's annotation."""
     if "keypoint" not in annotation:
         raise DataFormatError(f"{path}: clip {name!r} has no 'keypoint'")
     try:
@@ -267,7 +283,7 @@ def _keypoint(annotation: dict, path: Path, name: str) -> np.ndarray:
     if keypoint.ndim != 4 or keypoint.shape[-1] < 2:
         raise DataFormatError(f"{path}: clip {name!r} has keypoint of shape {keypoint.shape} ({keypoint.dtype}), "
                               "expected numbers of shape (persons, frames, joints, 2 or 3)")
-    return np.ascontiguousarray(keypoint[..., :2], dtype=np.float32)
+    return np.ascontiguousarray(keypoint[..., :2], dtype=np.float32), keypoint.shape[-1]
 
 
 def _check_coordinates(dtype: np.dtype, where: str) -> None:
@@ -310,14 +326,17 @@ def _label(value: Any, path: Path, name: str) -> int:
                           "class index")
 
 
-def _check_unique_names(clips: list[Clip], split: str) -> None:
+def repeated_names(clips: list[Clip], split: str) -> list[str]:
+    """One line for each clip whose name an earlier clip of the split already has."""
     first: dict[str, int] = {}
+    problems = []
     for position, clip in enumerate(clips):
         if clip.name in first:
-            raise DataFormatError(f"{clip.source}: clip {clip.name!r} appears twice in the {split} split (clips "
-                                  f"{first[clip.name]} and {position}); clip names must be unique, so rename or "
-                                  "remove one")
-        first[clip.name] = position
+            problems.append(f"{clip.source}: clip {clip.name!r} appears twice in the {split} split (clips "
+                            f"{first[clip.name]} and {position}); clip names must be unique, so rename or remove one")
+        else:
+            first[clip.name] = position
+    return problems
 
 
 def _describe(value: Any) -> str:
