@@ -1,5 +1,8 @@
 """Figures of one experiment, each written as PNG and/or PDF; every function returns the files it wrote.
 
+Every figure of a report gives a variant the same colour (`variant_colours`: the reference always REFERENCE_COLOUR),
+and no interval leaves its metric's range (0..100 for accuracies).
+
 Figures are `matplotlib.figure.Figure` objects on an Agg canvas, not made through pyplot: they render the same
 whatever backend the caller's session uses (no display needed), and no global figure registry grows in long
 reports.
@@ -26,9 +29,12 @@ from mmn.layouts import MA52_ACTION_TO_BODY, MA52_BODY_NAMES, get_layout
 from .cli import IMAGE_FORMATS as FORMATS
 from .collect import ExperimentInfo, load_predictions, load_studies
 from .columns import METRICS, metric_column, variant_label
-from .stats import table_trials
+from .stats import seed_differences, table_trials
 
 MIN_STUDY_TRIALS = 5  # below this a parameter-importance estimate is noise
+MIN_BAND_SEEDS = 5  # below this a t band is mostly its quantile (12.7 for 2 seeds): curves show each seed instead
+REFERENCE_COLOUR = "black"
+_PALETTE = "colorblind"
 _STYLE = "whitegrid"
 _DPI = 150
 
@@ -62,6 +68,34 @@ def _labels(info: ExperimentInfo, keys: Sequence[str]) -> list[str]:
             for key in keys]
 
 
+def variant_colours(info: ExperimentInfo, keys: Sequence[str]) -> dict[str, tuple[float, float, float] | str]:
+    """A colour per variant, the same in every figure of the experiment: REFERENCE_COLOUR for the reference, the
+    colour-blind palette in the experiment's variant order for the others, then for `keys` it does not name
+    (ensembles), in their order."""
+    reference = None if info.reference is None else json.dumps(info.reference, sort_keys=True)
+    named = [json.dumps(variant, sort_keys=True) for variant in info.variants()]
+    others = [key for key in dict.fromkeys([*named, *keys]) if key != reference]
+    palette = sns.color_palette(_PALETTE, max(len(others), 1))
+    colours: dict[str, tuple[float, float, float] | str] = {key: palette[i % len(palette)]
+                                                            for i, key in enumerate(others)}
+    if reference is not None:
+        colours[reference] = REFERENCE_COLOUR
+    return colours
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values `metric` can take: 0..100 for the percentages, 0..inf for the loss."""
+    return (0.0, 100.0) if METRICS[metric].header.endswith("(%)") else (0.0, np.inf)
+
+
+def _clipped(mean: np.ndarray, half_width: np.ndarray, metric: str) -> np.ndarray:
+    """Error-bar lengths (2, n) below and above `mean` that stop at the metric's range; 0 where unknown."""
+    low, high = metric_range(metric)
+    mean, half_width = np.asarray(mean, dtype=float), np.nan_to_num(np.asarray(half_width, dtype=float))
+    return np.vstack([np.minimum(half_width, np.maximum(mean - low, 0)),
+                      np.minimum(half_width, np.maximum(high - mean, 0))])
+
+
 def _t_interval(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     """Row-wise mean and 95% Student-t half-width over the columns (seeds) of `frame`; NaN half-width below n=2."""
     n = frame.count(axis=1)
@@ -81,21 +115,23 @@ def plot_metric_bars(table: pd.DataFrame, summary: pd.DataFrame, info: Experimen
     trials = table_trials(table)
     finished = trials[(trials["experiment"] == info.name) & (trials["status"] == "finished")]
     positions = np.arange(len(keys))
-    colours = ["tab:orange" if reference else "tab:blue"
-               for reference in rows.drop_duplicates("variant")["is_reference"]]
+    palette = variant_colours(info, keys)
+    colours = [palette[key] for key in keys]
     with sns.axes_style(_STYLE):
         figure = _figure(3.6 * len(metrics) + 2.5, 0.45 * len(keys) + 1.6)
         axes = figure.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
         for ax, metric in zip(axes, metrics):
             spec = METRICS[metric]
             values = rows[rows["metric"] == metric].set_index("variant").reindex(keys)
-            ax.barh(positions, values["mean"].fillna(0), xerr=values["ci95"].fillna(0), color=colours,
-                    alpha=0.8, capsize=3, error_kw={"elinewidth": 1})
+            means = values["mean"].fillna(0)
+            ax.barh(positions, means, xerr=_clipped(means, values["ci95"], metric), color=colours, alpha=0.8,
+                    capsize=3, error_kw={"elinewidth": 1})
             column = metric_column(metric, phase, split)
             if column in finished:
                 seeds = finished[["variant", column]].dropna()
-                ax.scatter(seeds[column], [keys.index(key) for key in seeds["variant"]], s=12, color="black",
-                           zorder=3)
+                # white-edged, to show on every bar, the reference's black one too
+                ax.scatter(seeds[column], [keys.index(key) for key in seeds["variant"]], s=16, color="black",
+                           edgecolors="white", linewidths=0.6, zorder=3)
             for position, n in zip(positions, values["n"]):
                 if n == 0:
                     ax.text(0, position, " no finished trial", va="center", fontsize=8, color="dimgray")
@@ -112,26 +148,85 @@ def plot_metric_bars(table: pd.DataFrame, summary: pd.DataFrame, info: Experimen
 def plot_learning_curves(table: pd.DataFrame, info: ExperimentInfo, out_dir: str | Path, metric: str = "top1", *,
                          formats: Sequence[str] = FORMATS, stem: str = "learning_curves") -> list[Path]:
     """`metric` by epoch from history.jsonl (val_top1 for "top1"): the mean over seeds per variant, with its 95% CI
-    as a band."""
+    as a band clipped to the metric's range; a variant with fewer than MIN_BAND_SEEDS seeds shows each seed as a
+    faint line instead of a band."""
     spec = METRICS[metric]
     epochs = table[(table["row"] == "epoch") & (table["experiment"] == info.name) & (table["status"] == "finished")
                    & (table["search_phase"].isna() | (table["search_phase"] == "final"))]
     if spec.key not in epochs or epochs[spec.key].isna().all():
         raise NothingToPlot(f"no {spec.key} in history.jsonl")
     keys = list(dict.fromkeys(epochs["variant"]))
+    colours = variant_colours(info, keys)
+    low, high = metric_range(metric)
+    banded = []
     with sns.axes_style(_STYLE):
         figure = _figure(9, 5)
         ax = figure.subplots()
-        for key, label, colour in zip(keys, _labels(info, keys), sns.color_palette("colorblind", len(keys))):
+        for key, label in zip(keys, _labels(info, keys)):
             curve = epochs[epochs["variant"] == key].pivot_table(index="epoch", columns="seed", values=spec.key)
             mean, half_width = _t_interval(curve)
-            ax.plot(mean.index, mean, color=colour, label=label)
-            ax.fill_between(mean.index, mean - half_width, mean + half_width, color=colour, alpha=0.2,
-                            linewidth=0)
+            ax.plot(mean.index, mean, color=colours[key], label=label, linewidth=2)
+            if curve.shape[1] >= MIN_BAND_SEEDS:
+                banded.append(key)
+                ax.fill_between(mean.index, (mean - half_width).clip(low, high), (mean + half_width).clip(low, high),
+                                color=colours[key], alpha=0.2, linewidth=0)
+            else:
+                for seed in curve.columns:
+                    ax.plot(curve.index, curve[seed], color=colours[key], alpha=0.3, linewidth=0.8)
+        shown = epochs[spec.key].dropna()
+        margin = 0.05 * max(float(shown.max() - shown.min()), 1.0)
+        ax.set_ylim(max(low, float(shown.min()) - margin), min(high, float(shown.max()) + margin))
         ax.set_xlabel("Epoch")
         ax.set_ylabel(spec.axis)
-        ax.set_title(f"{info.name}: {spec.key} by epoch (mean over seeds, 95% CI band)")
+        how = ("95% CI band" if len(banded) == len(keys) else
+               f"faint lines: single seeds{'' if not banded else f'; 95% CI band with {MIN_BAND_SEEDS}+ seeds'}")
+        ax.set_title(f"{info.name}: {spec.key} by epoch (mean over seeds; {how})")
         ax.legend(title="Variant", loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+    return _save(figure, out_dir, stem, formats)
+
+
+def plot_paired_differences(table: pd.DataFrame, summary: pd.DataFrame, info: ExperimentInfo, out_dir: str | Path,
+                            metric: str = "top1", *, phase: str = "best", split: str = "val",
+                            margin: float | None = None, formats: Sequence[str] = FORMATS,
+                            stem: str = "paired_differences") -> list[Path]:
+    """Per variant, its difference to the reference on each seed both finished (dots), their mean and its 95%
+    interval (from `summary`, stats.summarize), the zero line, and the equivalence margin ± `margin` shaded."""
+    differences = {key: values for key, values in seed_differences(table, info, metric, phase, split).items()
+                   if len(values)}
+    if info.reference is None:
+        raise NothingToPlot("no reference variant to pair with")
+    if not differences:
+        raise NothingToPlot("no seed finished by both a variant and the reference")
+    spec = METRICS[metric]
+    rows = summary[(summary["experiment"] == info.name) & (summary["metric"] == metric)].set_index("variant")
+    keys = list(differences)
+    colours = variant_colours(info, keys)
+    span = metric_range(metric)[1] - metric_range(metric)[0]
+    with sns.axes_style(_STYLE):
+        figure = _figure(8, 0.55 * len(keys) + 1.8)
+        ax = figure.subplots()
+        if margin:
+            ax.axvspan(-margin, margin, color="gray", alpha=0.15, linewidth=0, label=f"±{margin:g} (equivalence)")
+        ax.axvline(0, color=REFERENCE_COLOUR, linewidth=1)
+        for position, key in enumerate(keys):
+            values = differences[key]
+            jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+            ax.scatter(values, position + jitter, s=16, color=colours[key], alpha=0.6, zorder=3)
+            row = rows.loc[key]
+            low, high = np.clip([row["delta_low"], row["delta_high"]], -span, span)
+            error = [[row["delta"] - low], [high - row["delta"]]] if not np.isnan(low) else None
+            ax.errorbar(row["delta"], position, xerr=error, fmt="D", color=colours[key], markersize=7, capsize=4,
+                        markeredgecolor="black", zorder=4)
+            ax.annotate(f"n={len(values)}{', ' + row['decision'] if row['decision'] else ''}", (1.0, position),
+                        xycoords=("axes fraction", "data"), xytext=(4, 0), textcoords="offset points",
+                        va="center", fontsize=8)
+        ax.set_yticks(range(len(keys)), _labels(info, keys))
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{spec.header.replace(' (%)', '')} minus the reference's, same seed "
+                      f"({'points' if spec.header.endswith('(%)') else spec.axis})")
+        ax.set_title(f"{info.name}: paired differences to the reference (dots: seeds; diamond: mean, 95% interval)")
+        if margin:
+            figure.legend(loc="outside lower right", fontsize=8, frameon=False)
     return _save(figure, out_dir, stem, formats)
 
 
@@ -161,18 +256,23 @@ def plot_cost_accuracy(summary: pd.DataFrame, info: ExperimentInfo, out_dir: str
     if rows["mean"].isna().all():
         raise NothingToPlot("no finished trial")
     labels = _labels(info, rows["variant"])
-    colours = sns.color_palette("colorblind", len(rows))
+    palette = variant_colours(info, list(rows["variant"]))
+    colours = [palette[key] for key in rows["variant"]]
     with sns.axes_style(_STYLE):
         figure = _figure(12, 4.8)
         axes = figure.subplots(1, 2, sharey=True)
         for ax, cost, axis_label in zip(axes, ["gflops", "params_m"], ["GFLOPs per clip", "Parameters (M)"]):
             for i, row in rows.iterrows():
-                ax.errorbar(row[cost], row["mean"], yerr=np.nan_to_num(row["ci95"]), fmt="o", capsize=3,
-                            color=colours[i], label=labels[i])
+                ax.errorbar(row[cost], row["mean"], yerr=_clipped([row["mean"]], [row["ci95"]], metric), fmt="o",
+                            capsize=3, color=colours[i], label=labels[i])
             front = pareto_front(rows[cost], rows["mean"], spec.higher_is_better)
-            if front:
+            placed = int((rows[cost].notna() & rows["mean"].notna()).sum())
+            if len(front) > 1:
                 ax.plot(rows.loc[front, cost], rows.loc[front, "mean"], "--", color="gray", label="Pareto front")
-            else:
+            elif front and placed > 1:  # a front of one point: a line would be nothing to see
+                ax.text(0.5, 0.02, f"{labels[front[0]]} dominates: no other variant is as cheap and as good",
+                        transform=ax.transAxes, ha="center", va="bottom", fontsize=8)
+            elif not front:
                 ax.text(0.5, 0.5, f"no {axis_label} recorded", transform=ax.transAxes, ha="center")
             ax.set_xlabel(axis_label)
             ax.set_title(f"{spec.header} vs. {axis_label}")

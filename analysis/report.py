@@ -3,7 +3,8 @@ that did not finish, and summary.md saying what each file shows.
 
     python -m analysis.report RUN [RUN ...] [--metrics top1,top5,...] [--format latex,md,png,pdf] [--out DIR]
                               [--phase best|final] [--split val|test] [--group N] [--fusion probabilities|logits]
-                              [--latex-fit auto|span|column|none]
+                              [--latex-fit auto|span|column|none] [--test t|wilcoxon|bootstrap]
+                              [--margin POINTS] [--no-delta]
 
 RUN is an experiment folder: a path, a file:// URI or the storage URI it ran with (s3://..., which needs --out).
 Everything goes to <first RUN>/report/ for the val split and to <first RUN>/report/<split>/ for another one (so the
@@ -30,6 +31,7 @@ import re
 import shutil
 import sys
 import uuid
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -38,17 +40,18 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from mmn.atomic import write_text
-from mmn.folders import REPORT, predictions_file, split_result_file
+from mmn.folders import EXPERIMENT, REPORT, predictions_file, split_result_file
 
-from .cli import FORMATS, FUSIONS, IMAGE_FORMATS, LATEX_FITS, report_parser
+from .cli import DEFAULT_MARGIN, FORMATS, FUSIONS, IMAGE_FORMATS, LATEX_FITS, TESTS, report_parser
 from .collect import (Damage, DamagedFile, ExperimentError, ExperimentInfo, check_predictions, collect_checked,
-                      read_experiment, save_table)
-from .columns import DEFAULT_METRICS, METRICS, PHASES, check_metrics, metric_column, variant_label
+                      read_bytes, read_experiment, save_table)
+from .columns import DEFAULT_METRICS, METRICS, PHASES, check_metrics, metric_column, variant_key, variant_label
 from .ensembles import EnsembleError, ensemble_rows, ensembles_note, fuse_streams
 from .groups import describe_settings, setting_rows, settings
 from .plots import (NothingToPlot, plot_confusion, plot_cost_accuracy, plot_learning_curves, plot_metric_bars,
-                    plot_param_importance)
-from .stats import counted_trials, failed_trials, summarize
+                    plot_paired_differences, plot_param_importance)
+from .stats import counted_trials, failed_trials, rank_agreement, summarize
+from .tables import TEST_NAMES
 from .submission import labels_withheld, write_submissions
 from .tables import LATEX_PREAMBLE, latex_table, markdown_damaged, markdown_failed, markdown_table
 
@@ -90,19 +93,26 @@ def _metric_name(info: ExperimentInfo) -> str:
 
 
 def _plots(table: pd.DataFrame, summary: pd.DataFrame, info: ExperimentInfo, out: Path, metrics: list[str],
-           formats: list[str], phase: str, split: str, prefix: str) -> tuple[list[tuple[Path, str]], list[str]]:
+           formats: list[str], phase: str, split: str, prefix: str, test: str,
+           margin: float) -> tuple[list[tuple[Path, str]], list[str]]:
     """Every figure of one experiment: (file, what it shows) pairs, and a note for each figure left out."""
     metric = _metric_name(info)
     header = METRICS[metric].header
     on = "" if split == "val" else f" on the {split} split"
     jobs = [
+        ("paired_differences", f"{header}{on}: each variant minus the reference on the same seed (dots), their mean "
+                               f"and 95% interval ({TEST_NAMES[test]}), zero and ±{margin:g} equivalence band",
+         lambda stem: plot_paired_differences(table, summary, info, out, metric, phase=phase, split=split,
+                                              margin=margin, formats=formats, stem=stem)),
         ("bars", f"mean over seeds per variant with 95% CI and single seeds{on}, one panel per metric "
                  f"({', '.join(metrics)})",
          lambda stem: plot_metric_bars(table, summary, info, out, metrics, phase=phase, split=split, formats=formats,
                                        stem=stem)),
-        ("learning_curves", f"{METRICS[metric].key} by epoch per variant, mean over seeds with 95% CI band",
+        ("learning_curves", f"{METRICS[metric].key} by epoch per variant, mean over seeds with 95% CI band (single "
+                            f"seeds, faint, below 5 seeds)",
          lambda stem: plot_learning_curves(table, info, out, metric, formats=formats, stem=stem)),
-        ("cost_accuracy", f"{header}{on} against GFLOPs per clip and against parameters, Pareto front dashed",
+        ("cost_accuracy", f"{header}{on} against GFLOPs per clip and against parameters, Pareto front dashed (or "
+                          f"the variant that dominates)",
          lambda stem: plot_cost_accuracy(summary, info, out, metric, formats=formats, stem=stem)),
         ("param_importance", "hyperparameter importance (PED-ANOVA) in each tuned Optuna study",
          lambda stem: plot_param_importance(info, out, formats=formats, stem=stem)),
@@ -316,7 +326,8 @@ def _move_into_place(staging: Path, out: Path) -> None:
 def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                  metrics: Sequence[str] | None = None, formats: Sequence[str] | None = None,
                  out_dir: str | os.PathLike[str] | None = None, *, phase: str = "best", split: str = "val",
-                 group: int = 1, fusion: str = "probabilities", latex_fit: str = "auto",
+                 group: int = 1, fusion: str = "probabilities", latex_fit: str = "auto", test: str = "t",
+                 margin: float | None = None, delta: bool | None = None,
                  say: Callable[[str], None] = print) -> Path:
     """Write the report of the experiments in `run_dirs` and return its folder.
 
@@ -326,10 +337,13 @@ def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     "final". split: "val" (the trial records' metrics) or another split that ablations.evaluate evaluated. group: which
     setting of each experiment the tables use, 1 the newest (analysis.groups). fusion: how ensembles fuse their
     streams (analysis.ensembles.FUSIONS). latex_fit: how table.tex fits the page (analysis.tables.LATEX_FITS); its
-    preamble goes to preamble.tex. `say` gets each line worth telling on the console (several settings,
-    trials not evaluated, server files). ReportError, ExperimentError or EnsembleError on bad input;
-    NothingToReport (a ReportError) when damaged files leave no finished trial. Other damaged trial files never
-    raise: they are listed in failed.md.
+    preamble goes to preamble.tex. test, margin: how variants are compared with the reference and the equivalence
+    margin of the decisions (analysis.stats.compare; margin by default the one the experiments ran their seeds
+    until decided with, else DEFAULT_MARGIN); delta: the tables' Δ columns (default: with a reference).
+    Experiments of one grid run under two budgets also get the rank agreement of their variants. `say` gets each
+    line worth telling on the console (several settings, trials not evaluated, server files). ReportError,
+    ExperimentError or EnsembleError on bad input; NothingToReport (a ReportError) when damaged files leave no
+    finished trial. Other damaged trial files never raise: they are listed in failed.md.
     """
     runs = [os.fspath(run_dirs)] if isinstance(run_dirs, (str, os.PathLike)) else [os.fspath(r) for r in run_dirs]
     if not runs:
@@ -338,6 +352,9 @@ def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     phase = _check_choices([phase], PHASES, "phase")[0]
     fusion = _check_choices([fusion], FUSIONS, "fusion")[0]
     latex_fit = _check_choices([latex_fit], LATEX_FITS, "LaTeX fit")[0]
+    test = _check_choices([test], TESTS, "test")[0]
+    if margin is not None and not 0 < margin < float("inf"):
+        raise ReportError(f"--margin must be a positive number of points, got {margin}")
     if not re.fullmatch(r"[A-Za-z0-9_-]+", split):
         raise ReportError(f"split must be a name such as val or test, got {split!r}")
     if split != "val" and phase != "best":
@@ -356,13 +373,17 @@ def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     names = [info.name for info in experiments]
     if len(set(names)) < len(names):
         raise ReportError(f"several runs share an experiment name ({', '.join(names)}); their rows would mix")
+    if margin is None:
+        recorded = {_recorded(info)[1] for info in experiments} - {None}
+        margin = recorded.pop() if len(recorded) == 1 else DEFAULT_MARGIN
     # Built beside its place and moved in at the end: a failure midway leaves the previous report as it was.
     created = not out.parent.exists()  # report/ itself, for another split's report
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.tmp")
     staging.mkdir()
     try:
-        _write_report(runs, experiments, staging, out, metrics, formats, phase, split, group, fusion, latex_fit, say)
+        _write_report(runs, experiments, staging, out, metrics, formats, phase, split, group, fusion, latex_fit,
+                      _Comparing(test, margin, delta), say)
         _move_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -371,9 +392,18 @@ def build_report(run_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[s
     return out
 
 
+@dataclass(frozen=True)
+class _Comparing:
+    """How the report compares variants with the reference: build_report's test, margin and delta."""
+
+    test: str
+    margin: float
+    delta: bool | None
+
+
 def _write_report(runs: list[str], experiments: list[ExperimentInfo], out: Path, final: Path,
                   metrics: list[str] | None, formats: list[str], phase: str, split: str, group: int, fusion: str,
-                  latex_fit: str, say: Callable[[str], None]) -> None:
+                  latex_fit: str, comparing: _Comparing, say: Callable[[str], None]) -> None:
     """build_report's work, into the empty folder `out` that then becomes `final`."""
     checked = [collect_checked(run, split) for run in runs]
     damaged = {info.name: found for info, (_, found) in zip(experiments, checked)}
@@ -401,8 +431,6 @@ def _write_report(runs: list[str], experiments: list[ExperimentInfo], out: Path,
     if damaged_count:
         messages.append(f"{damaged_count} damaged trial file{'s' * (damaged_count > 1)} (see failed.md): the report "
                         f"is built from the rest")
-    for message in messages:
-        say(message)
 
     collected = pd.concat([collected, *(rows.assign(setting=group, set_aside=False) for rows in extra_rows)],
                           ignore_index=True)
@@ -411,7 +439,10 @@ def _write_report(runs: list[str], experiments: list[ExperimentInfo], out: Path,
         recorded = [name for name in DEFAULT_METRICS
                     if table.get(metric_column(name, phase, split), pd.Series()).notna().any()]
         metrics = recorded or ["top1"]
-    summary = summarize(table, experiments, metrics, phase, split)
+    summary = summarize(table, experiments, metrics, phase, split, test=comparing.test, margin=comparing.margin)
+    messages += _budget_agreement(summary, experiments)
+    for message in messages:
+        say(message)
 
     kinds = "one row per trial and epoch plus a summary row per trial" + (
         ", and one per ensemble and seed" if any(len(rows) for rows in extra_rows) else "")
@@ -420,10 +451,12 @@ def _write_report(runs: list[str], experiments: list[ExperimentInfo], out: Path,
                     f"leave out") for path in save_table(collected, out)] + submitted
     notes: list[str] = []
     for name, wanted, write, shows in [
-            ("table.tex", "latex", partial(latex_table, fit=latex_fit),
+            ("table.tex", "latex", partial(latex_table, fit=latex_fit, delta=comparing.delta, test=comparing.test,
+                                           margin=comparing.margin),
              f"the ablation table in LaTeX (booktabs; --latex-fit {latex_fit}); put "
              f"`\\input{{{LATEX_PREAMBLE_FILE}}}` in the document's preamble"),
-            ("table.md", "md", markdown_table, "the ablation table in Markdown")]:
+            ("table.md", "md", partial(markdown_table, delta=comparing.delta, test=comparing.test,
+                                       margin=comparing.margin), "the ablation table in Markdown")]:
         path = out / name
         if wanted not in formats:
             continue
@@ -451,11 +484,61 @@ def _write_report(runs: list[str], experiments: list[ExperimentInfo], out: Path,
             if info in withheld:
                 notes.append(f"{info.name}: no plots, the {split} labels are withheld")
                 continue
-            written, skipped = _plots(table, summary, info, out, metrics, images, phase, split, prefix)
+            written, skipped = _plots(table, summary, info, out, metrics, images, phase, split, prefix,
+                                      comparing.test, comparing.margin)
             files += written
             notes += skipped
     write_text(out / "summary.md", _summary_markdown(experiments, table, metrics, phase, split, len(withheld), files,
                                                      notes, messages, not_evaluated, out))
+
+
+def _recorded(info: ExperimentInfo) -> tuple[str | None, float | None]:
+    """From experiment.json: the budget the experiment last ran under, and the margin its seeds until decided used
+    (the budget's rule, else the spec's; ablations.spec.SeedsUntilDecided); None where not recorded."""
+    data = read_bytes(info.location, EXPERIMENT)
+    try:
+        record = json.loads(data) if data else {}
+        budget = record.get("budget")
+        spec = record.get("spec") or {}
+        own = (spec.get("budgets") or {}).get(budget) or {}
+        until = own.get("until") or (spec.get("until") if not own.get("seeds") else None) or {}
+        margin = until.get("margin")
+    except (ValueError, AttributeError):
+        return None, None
+    return (budget if isinstance(budget, str) else None,
+            float(margin) if isinstance(margin, (int, float)) and not isinstance(margin, bool) else None)
+
+
+def _budget_agreement(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo]) -> list[str]:
+    """For each two experiments of the same variants run under different budgets (e.g. a quick and a paper run, each
+    under its own --name), one line: Kendall's tau between their variants' ranks by the metric each optimised, with
+    its p-value; whether the cheap run predicts the expensive one."""
+    lines = []
+    for index, first in enumerate(experiments):
+        for second in experiments[index + 1:]:
+            budgets = _recorded(first)[0], _recorded(second)[0]
+            same = (first.factors == second.factors
+                    and sorted(map(variant_key, first.variants())) == sorted(map(variant_key, second.variants())))
+            if not same or None in budgets or budgets[0] == budgets[1] or first.metric != second.metric:
+                continue
+            metric = _metric_name(first)
+            tau, p, n = rank_agreement(summary, first.name, second.name, metric)
+            if n < 3:
+                lines.append(f"{first.name} ({budgets[0]}) and {second.name} ({budgets[1]}): {n} variants with "
+                             f"results in both, too few to compare their ranks")
+                continue
+            lines.append(f"{first.name} ({budgets[0]}) and {second.name} ({budgets[1]}) rank their {n} variants by "
+                         f"{METRICS[metric].header.replace(' (%)', '')} with Kendall's tau = {tau:.2f} "
+                         f"(p = {p:.3g}): {_agreement(tau, p)}")
+    return lines
+
+
+def _agreement(tau: float, p: float) -> str:
+    if pd.isna(tau):
+        return "no ranking to compare (ties throughout)"
+    if p < 0.05:
+        return "the cheaper run predicts the order" if tau > 0 else "the orders are reversed"
+    return "no agreement beyond chance"
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -468,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out = build_report(args.runs, metrics=_split(args.metrics), formats=_split(args.format), out_dir=args.out,
                            phase=args.phase, split=args.split, group=args.group, fusion=args.fusion,
-                           latex_fit=args.latex_fit)
+                           latex_fit=args.latex_fit, test=args.test, margin=args.margin, delta=args.delta)
     except NothingToReport as error:  # the input was read, and holds nothing usable: not a usage error
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,7 +1,10 @@
 """The ablation table as LaTeX (booktabs) and GitHub Markdown, from `stats.summarize`; and the failed-trial list.
 
 One column per factor (switches as check marks, other values as text), one per metric as mean ± std over seeds
-with the best mean in bold and significance marks against the reference, then Params (M) and GFLOPs. Several
+with the best mean in bold and significance marks against the reference, each followed (for experiments with a
+reference, unless turned off) by a Δ column: the mean paired difference to the reference with its 95% interval.
+Then, with a reference, the decision of each row against it (better, worse, equivalent, undecided) and the seeds
+it used; then Params (M) and GFLOPs. The caption gives each comparison's smallest detectable difference. Several
 experiments share one table, their rows grouped under a header row per experiment.
 
 The LaTeX needs booktabs, graphicx and amssymb (standard TeX Live: Debian's texlive-latex-base and
@@ -17,10 +20,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
 
-from .cli import LATEX_FITS
+from .cli import DEFAULT_MARGIN, LATEX_FITS
 from .collect import Damage, ExperimentInfo
 from .columns import METRICS, value_text, variant_label
-from .stats import significance_note, stars
+from .stats import ALPHA, MIN_PAIRED_SEEDS, POWER, significance_note, stars
+
+# What each test of stats.compare is called in a caption, and where its interval comes from.
+TEST_NAMES = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test",
+              "bootstrap": "percentile bootstrap of the mean difference"}
+_INTERVALS = {"t": "paired t", "wilcoxon": "paired t", "bootstrap": "percentile bootstrap"}
 
 # \providecommand: a document that already defines \cmark / \xmark (often with pifont's \ding) keeps its own.
 # amssymb only where \checkmark is missing: acmart loads newtxmath, which defines every amssymb symbol, and a later
@@ -65,6 +73,9 @@ class _Cell:
     std: float
     bold: bool
     stars: str
+    delta: float  # mean paired difference to the reference (NaN for the reference itself, or no shared seed)
+    low: float  # its 95% interval, NaN below 2 shared seeds
+    high: float
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,8 @@ class _Row:
     cells: list[_Cell]
     params_m: float
     gflops: float
+    decision: str  # stats.DECISIONS, "" without a test
+    seeds: int  # the seeds the decision used: shared with the reference (the reference's own, for it)
 
 
 @dataclass(frozen=True)
@@ -82,9 +95,31 @@ class _Layout:
     factor_headers: list[str]
     groups: list[tuple[ExperimentInfo, list[_Row]]]
     notes: list[str]  # plain sentences, without the final full stop
+    deltas: bool  # a Δ column after each metric
+    decisions: bool  # a Decision column (some experiment has a reference)
+    seeds: bool  # a Seeds column: the rows' decisions used different numbers of seeds (else a note says how many)
 
 
-def _layout(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metrics: Sequence[str]) -> _Layout:
+def decision_metric(info: ExperimentInfo, metrics: Sequence[str]) -> str:
+    """The metric a row's decision is on: the one the experiment optimised when the table shows it, else the
+    table's first."""
+    chosen = next((name for name, spec in METRICS.items() if spec.key == info.metric), None)
+    return chosen if chosen in metrics else metrics[0]
+
+
+def _detectable_note(rows: pd.DataFrame, info: ExperimentInfo, metric: str) -> str | None:
+    """The smallest difference each comparison's seeds could detect, or None when none was tested."""
+    tested = rows[(rows["metric"] == metric) & ~rows["is_reference"] & (rows["n_paired"] >= MIN_PAIRED_SEEDS)]
+    parts = [f"{_number(value, METRICS[metric].decimals)} ({variant_label(settings, info.factor_labels)})"
+             for settings, value in zip(tested["settings"], tested["detectable"]) if not pd.isna(value)]
+    if not parts:
+        return None
+    return (f"smallest {METRICS[metric].header.replace(' (%)', '')} difference the seeds could detect "
+            f"(two-sided α = {ALPHA:g}, {POWER:.0%} power, from the paired std): " + "; ".join(parts))
+
+
+def _layout(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metrics: Sequence[str],
+            delta: bool | None) -> _Layout:
     factors = list(dict.fromkeys(key for info in experiments for key in info.factors))
     headers = {}
     for info in experiments:
@@ -92,8 +127,10 @@ def _layout(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metric
             headers.setdefault(key, info.factor_labels.get(key, key))
     groups = []
     notes = []
+    decisions = any(info.reference is not None for info in experiments)
     for info in experiments:
         rows = summary[summary["experiment"] == info.name]
+        decided_on = decision_metric(info, metrics)
         best = {}
         for metric in metrics:
             spec = METRICS[metric]
@@ -109,15 +146,26 @@ def _layout(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metric
                 row = by_metric.loc[metric]
                 shown = _number(row["mean"], METRICS[metric].decimals)
                 cells.append(_Cell(row["mean"], row["std"], shown is not None and shown == best.get(metric),
-                                   "" if row["is_reference"] else stars(row["p_holm"])))
+                                   "" if row["is_reference"] else stars(row["p_holm"]), row["delta"],
+                                   row["delta_low"], row["delta_high"]))
             first = variant_rows.iloc[0]
+            decided = by_metric.loc[decided_on]
             table_rows.append(_Row(json.loads(key), bool(first["is_reference"]), cells, first["params_m"],
-                                   first["gflops"]))
+                                   first["gflops"], decided["decision"],
+                                   int(decided["n_paired"] if info.reference and not decided["is_reference"]
+                                       else decided["n"])))
         groups.append((info, table_rows))
-        for note in [significance_note(rows, info.name), stale_note(info)]:
+        found = [significance_note(rows, info.name), stale_note(info)]
+        if info.reference is not None:
+            found.append(_detectable_note(rows, info, decided_on))
+        for note in found:
             if note:
                 notes.append(note[0].upper() + note[1:] if len(experiments) == 1 else f"{info.name}: {note}")
-    return _Layout(factors, [headers[key] for key in factors], groups, notes)
+    counts = {row.seeds for _, rows in groups for row in rows}
+    if decisions and len(counts) == 1:
+        notes.append(f"Every row used {counts.pop()} seeds")
+    return _Layout(factors, [headers[key] for key in factors], groups, notes,
+                   decisions if delta is None else delta and decisions, decisions, decisions and len(counts) > 1)
 
 
 def stale_note(info: ExperimentInfo) -> str | None:
@@ -140,9 +188,9 @@ def _marked_column(row: _Row, layout: _Layout) -> int:
     return next((i for i, key in enumerate(layout.factors) if key in row.settings), 0)
 
 
-def _number(value: float, decimals: int) -> str | None:
+def _number(value: float, decimals: int, signed: bool = False) -> str | None:
     # pd.isna: a variant whose every trial failed has pd.NA (the mean of a nullable column), not NaN
-    return None if pd.isna(value) else f"{float(value):.{decimals}f}"
+    return None if pd.isna(value) else f"{float(value):{'+' if signed else ''}.{decimals}f}"
 
 
 def _default_caption(experiments: Sequence[ExperimentInfo]) -> str:
@@ -154,7 +202,8 @@ def _default_caption(experiments: Sequence[ExperimentInfo]) -> str:
 
 @dataclass(frozen=True)
 class _Syntax:
-    """How a table format writes a factor value and a metric cell (mean, spread, best in bold, significance)."""
+    """How a table format writes a factor value, a metric cell (mean, spread, best in bold, significance) and a Δ
+    cell (signed mean difference and its interval)."""
 
     on: str
     off: str
@@ -163,6 +212,8 @@ class _Syntax:
     bold: Callable[[str], str]
     spread: Callable[[str], str]
     stars: Callable[[str], str]
+    signed: Callable[[str], str]
+    interval: Callable[[str, str, str], str]  # (low, high, half-width) as the format shows an interval
 
     def value(self, value: Any) -> str:
         if isinstance(value, bool):
@@ -179,12 +230,82 @@ class _Syntax:
             text += self.spread(std)
         return text + (self.stars(cell.stars) if cell.stars else "")
 
+    def delta(self, cell: _Cell, decimals: int, is_reference: bool) -> str:
+        if is_reference:
+            return ""
+        mean = _number(cell.delta, decimals, signed=True)
+        if mean is None:
+            return self.missing
+        low, high = _number(cell.low, decimals, signed=True), _number(cell.high, decimals, signed=True)
+        if low is None or high is None:
+            return self.signed(mean)
+        # A symmetric interval (Student t) as its half-width; a bootstrap's, asymmetric, by its ends.
+        symmetric = _number(cell.delta - cell.low, decimals) == _number(cell.high - cell.delta, decimals)
+        return self.signed(mean) + self.interval(low, high, _number(cell.high - cell.delta, decimals)
+                                                 if symmetric else "")
+
 
 _LATEX = _Syntax(on=r"\cmark", off=r"\xmark", missing="---", escape=escape_latex,
                  bold=lambda text: rf"\textbf{{{text}}}", spread=lambda text: rf"{{\scriptsize$\pm${text}}}",
-                 stars=lambda text: rf"$^{{{text}}}$")
+                 stars=lambda text: rf"$^{{{text}}}$", signed=lambda text: f"${text}$",
+                 # LaTeX is for a page: the short form where the interval is symmetric
+                 interval=lambda low, high, half: (rf"{{\scriptsize$\pm${half}}}" if half
+                                                   else rf"{{\scriptsize[${low}$,${high}$]}}"))
 _MARKDOWN = _Syntax(on="✓", off="✗", missing="—", escape=escape_markdown, bold=lambda text: f"**{text}**",
-                    spread=lambda text: f" ± {text}", stars=lambda text: " " + escape_markdown(text))
+                    spread=lambda text: f" ± {text}", stars=lambda text: " " + escape_markdown(text),
+                    signed=lambda text: text, interval=lambda low, high, half: f" [{low}, {high}]")
+
+
+def _legend(layout: _Layout, experiments: Sequence[ExperimentInfo], metrics: Sequence[str], test: str,
+            margin: float, latex: bool) -> list[str]:
+    """Plain sentences on what the Δ, Decision and Seeds columns mean (none for a table without them)."""
+    sentences = []
+    if layout.deltas:
+        shown = "± the half-width of its 95% interval" if latex and test != "bootstrap" else \
+            "[its 95% interval]"
+        sentences.append(f"Δ: mean paired difference to the reference over the seeds both finished, {shown} "
+                         f"({_INTERVALS[test]})")
+    if layout.decisions:
+        compared = [info for info in experiments if info.reference is not None]
+        on = ", ".join(dict.fromkeys(METRICS[decision_metric(info, metrics)].header.replace(" (%)", "")
+                                     for info in compared))
+        equivalence = ("the 90% interval inside" if test == "t" else "two one-sided tests within") + f" ±{margin:g}"
+        sentences.append(f"Decision on {on} against the reference: better or worse when the {TEST_NAMES[test]} is "
+                         f"significant at α = {ALPHA:g} after Holm correction, equivalent with {equivalence} "
+                         f"points, else undecided; none below {MIN_PAIRED_SEEDS} shared seeds"
+                         + ("; Seeds: the seeds it used" if layout.seeds else ""))
+    return sentences
+
+
+def _check(fit: str | None, test: str) -> None:
+    if fit is not None and fit not in LATEX_FITS:
+        raise ValueError(f"unknown LaTeX fit {fit!r}; valid fits: {', '.join(LATEX_FITS)}")
+    if test not in TEST_NAMES:
+        raise ValueError(f"unknown test {test!r}; valid tests: {', '.join(TEST_NAMES)}")
+
+
+def _headers(layout: _Layout, metrics: Sequence[str], escape: Callable[[str], str], delta: str) -> list[str]:
+    """The header row: factors, each metric (and its Δ), Decision and Seeds, costs."""
+    headers = [escape(header) for header in layout.factor_headers or ["Variant"]]
+    for metric in metrics:
+        headers.append(escape(METRICS[metric].header))
+        if layout.deltas:
+            headers.append(delta + escape(METRICS[metric].header.replace(" (%)", "")))
+    return headers + ["Decision"] * layout.decisions + ["Seeds"] * layout.seeds + ["Params (M)", "GFLOPs"]
+
+
+def _body(row: _Row, layout: _Layout, metrics: Sequence[str], syntax: _Syntax) -> list[str]:
+    """A row's cells after its factors."""
+    cells = []
+    for cell, metric in zip(row.cells, metrics):
+        cells.append(syntax.cell(cell, METRICS[metric].decimals))
+        if layout.deltas:
+            cells.append(syntax.delta(cell, METRICS[metric].decimals, row.is_reference))
+    if layout.decisions:
+        cells.append("reference" if row.is_reference else row.decision or syntax.missing)
+    if layout.seeds:
+        cells.append(str(row.seeds))
+    return cells + [_number(row.params_m, 2) or syntax.missing, _number(row.gflops, 2) or syntax.missing]
 
 
 # LaTeX
@@ -192,21 +313,21 @@ _MARKDOWN = _Syntax(on="✓", off="✗", missing="—", escape=escape_markdown, 
 
 def latex_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metrics: Sequence[str], *,
                 phase: str = "best", split: str = "val", caption: str | None = None, label: str | None = None,
-                notes: Sequence[str] = (), fit: str = "auto") -> str:
+                notes: Sequence[str] = (), fit: str = "auto", delta: bool | None = None, test: str = "t",
+                margin: float = DEFAULT_MARGIN) -> str:
     """A booktabs `table` (or `table*`) environment (needs LATEX_PREAMBLE). `caption` is plain text (escaped here);
     the notes on what the cells mean, on missing tests, on reused results and `notes` (plain sentences) are appended
     to it. `label` defaults to tab:<experiment names>; `split` and `phase` say where the values come from; `fit`
-    (one of LATEX_FITS) how the table fits the page.
+    (one of LATEX_FITS) how the table fits the page. `delta`: the Δ columns (default: where an experiment has a
+    reference); `test` and `margin`: what summarize compared with, for the caption.
     """
-    if fit not in LATEX_FITS:
-        raise ValueError(f"unknown LaTeX fit {fit!r}; valid fits: {', '.join(LATEX_FITS)}")
-    layout = _layout(summary, experiments, metrics)
-    factor_headers = layout.factor_headers or ["Variant"]
-    headers = ([escape_latex(header) for header in factor_headers]
-               + [escape_latex(METRICS[metric].header) for metric in metrics] + ["Params (M)", "GFLOPs"])
+    _check(fit, test)
+    layout = _layout(summary, experiments, metrics, delta)
+    headers = _headers(layout, metrics, escape_latex, r"$\Delta$ ")
     width = len(headers)
     rows_cells = [headers]
-    lines = [r"\begin{tabular}{" + "l" * len(factor_headers) + "c" * len(metrics) + "rr}", r"\toprule",
+    columns = "l" * len(layout.factor_headers or ["Variant"]) + "c" * len(metrics) * (1 + layout.deltas)
+    lines = [r"\begin{tabular}{" + columns + "l" * layout.decisions + "r" * layout.seeds + "rr}", r"\toprule",
              " & ".join(headers) + r" \\", r"\midrule"]
     for index, (info, rows) in enumerate(layout.groups):
         if index:
@@ -218,19 +339,21 @@ def latex_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], me
                        or ["default"])
             if row.is_reference:
                 factors[_marked_column(row, layout)] += r"\textsuperscript{\dag}"
-            cells = [_LATEX.cell(cell, METRICS[metric].decimals) for cell, metric in zip(row.cells, metrics)]
-            costs = [_number(row.params_m, 2) or "---", _number(row.gflops, 2) or "---"]
-            rows_cells.append(factors + cells + costs)
-            lines.append(" & ".join(factors + cells + costs) + r" \\")
+            cells = factors + _body(row, layout, metrics, _LATEX)
+            rows_cells.append(cells)
+            lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
 
     # The mark in a box (\textsuperscript), as in the rows: a bare \dag in a caption that microtype expands stops
     # acmart where its fonts are missing (TS1 bitmap fonts cannot be expanded).
     text = escape_latex(caption or _default_caption(experiments)) + (
         f". {escape_latex(_measured(phase, split))}, " + r"mean{\scriptsize$\pm$}std over seeds; best in bold; "
-        r"\textsuperscript{\dag} reference; $^{*}$ $p<0.05$, $^{**}$ $p<0.01$ against the reference (paired $t$-test "
-        r"over seeds, Holm-corrected).")
-    text += "".join(f" {escape_latex(note)}." for note in [*layout.notes, *notes])
+        r"\textsuperscript{\dag} reference; $^{*}$ $p<0.05$, $^{**}$ $p<0.01$ against the reference ("
+        + escape_latex(TEST_NAMES[test]) + r" over seeds, Holm-corrected).")
+    legend = [sentence.replace("Δ", r"$\Delta$").replace("α", r"$\alpha$").replace("±", r"$\pm$")
+              for sentence in map(escape_latex, [*_legend(layout, experiments, metrics, test, margin, True),
+                                                 *layout.notes, *notes])]
+    text += "".join(f" {sentence}." for sentence in legend)
     names = "-".join(info.name for info in experiments)
     label = label or "tab:" + re.sub(r"[^A-Za-z0-9:_-]+", "-", names)
     if fit == "auto":
@@ -256,14 +379,16 @@ def _compact_width_pt(rows: list[list[str]]) -> float:
 
 def markdown_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo], metrics: Sequence[str], *,
                    phase: str = "best", split: str = "val", caption: str | None = None,
-                   notes: Sequence[str] = ()) -> str:
+                   notes: Sequence[str] = (), delta: bool | None = None, test: str = "t",
+                   margin: float = DEFAULT_MARGIN) -> str:
     """The same table as GitHub Markdown: the caption above it, the notes below."""
-    layout = _layout(summary, experiments, metrics)
-    factor_headers = layout.factor_headers or ["Variant"]
-    headers = ([escape_markdown(header) for header in factor_headers]
-               + [escape_markdown(METRICS[metric].header) for metric in metrics] + ["Params (M)", "GFLOPs"])
+    _check(None, test)
+    layout = _layout(summary, experiments, metrics, delta)
+    headers = _headers(layout, metrics, escape_markdown, "Δ ")
     lines = ["| " + " | ".join(headers) + " |",
-             "|" + ":---|" * len(factor_headers) + "---:|" * (len(metrics) + 2)]
+             "|" + ":---|" * len(layout.factor_headers or ["Variant"])
+             + "---:|" * (len(metrics) * (1 + layout.deltas)) + ":---|" * layout.decisions
+             + "---:|" * (layout.seeds + 2)]
     for info, rows in layout.groups:
         if len(layout.groups) > 1:
             lines.append(f"| **{escape_markdown(info.name)}** |" + " |" * (len(headers) - 1))
@@ -272,13 +397,12 @@ def markdown_table(summary: pd.DataFrame, experiments: Sequence[ExperimentInfo],
                        or ["default"])
             if row.is_reference:
                 factors[_marked_column(row, layout)] += " †"
-            cells = [_MARKDOWN.cell(cell, METRICS[metric].decimals) for cell, metric in zip(row.cells, metrics)]
-            costs = [_number(row.params_m, 2) or "—", _number(row.gflops, 2) or "—"]
-            lines.append("| " + " | ".join(factors + cells + costs) + " |")
+            lines.append("| " + " | ".join(factors + _body(row, layout, metrics, _MARKDOWN)) + " |")
 
     below = [f"{_measured(phase, split)}, mean ± std over seeds; best in bold; † reference; "
-             "\\* p < 0.05, \\*\\* p < 0.01 against the reference (paired t-test over seeds, Holm-corrected)."]
-    below += [escape_markdown(note) + "." for note in [*layout.notes, *notes]]
+             f"\\* p < 0.05, \\*\\* p < 0.01 against the reference ({TEST_NAMES[test]} over seeds, Holm-corrected)."]
+    below += [escape_markdown(note) + "." for note in [*_legend(layout, experiments, metrics, test, margin, False),
+                                                       *layout.notes, *notes]]
     title = escape_markdown(caption or _default_caption(experiments))
     return "\n".join([f"**{title}**", "", *lines, "", *below, ""])
 

@@ -80,7 +80,7 @@ def test_an_ensemble_row_holds_the_fused_metrics(tmp_path: Path) -> None:
     assert row["n_paired"] == 3 and row["p"] == pytest.approx(expected_p)
     assert row["p_holm"] == pytest.approx(min(1.0, 2 * expected_p)) and row["p_holm"] < 0.01
     markdown = (out / "table.md").read_text()
-    assert "| 2s | **83.3** ± 14.4 \\*\\* | 2.65 | 5.46 |" in markdown
+    assert "| 2s | **83.3** ± 14.4 \\*\\* | +14.7 [+13.2, +16.1] | better | 2.65 | 5.46 |" in markdown
     assert "Ensembles: weighted sum of the streams' softmax probabilities, per seed: 2s = 1 joint + 1 bone." \
         in markdown
     assert (out / "bars.png").stat().st_size > 1000

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from analysis.report import ReportError, build_report, main
-from tests.helpers.experiment_factory import NEITHER, make_experiment
+from mmn.folders import EXPERIMENT
+from tests.helpers.experiment_factory import NEITHER, default_score, hand_score, make_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,3 +99,56 @@ def test_analysis_never_imports_ray() -> None:
             names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(name == "ray" or name.startswith("ray.") for name in names), module
+
+
+def test_report_compares_with_the_chosen_test_and_draws_the_paired_differences(tmp_path: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    experiment = make_experiment(tmp_path, score=hand_score, failed=[(NEITHER, 1)])
+    assert main([str(experiment), "--metrics", "top1", "--format", "md,png", "--test", "wilcoxon",
+                 "--margin", "2", "--no-delta"]) == 0
+    report = experiment / "report"
+    markdown = (report / "table.md").read_text()
+    assert "Δ" not in markdown.split("\n\n")[1]  # the table itself has no Δ column
+    # Wilcoxon with 3 seeds: p 0.25 at best, so NO_MTM (-2, -2.5, -2) is not significant; with a margin of 2 it is
+    # not equivalent either (every difference lies beyond -2): undecided. NO_MSM (-1, 0, -1): zeros are dropped,
+    # two differences of -1 are within -/+2 but one-sided signed-rank tests of 2 values reach p 0.25 only.
+    assert "Wilcoxon signed-rank test" in markdown and "| worse |" not in markdown
+    assert (report / "paired_differences.png").stat().st_size > 1024
+    assert "| paired_differences.png |" in (report / "summary.md").read_text()
+    with pytest.raises(SystemExit) as exit_status:
+        main([str(experiment), "--margin", "-1"])
+    assert exit_status.value.code == 2
+    assert "expected a positive number" in capsys.readouterr().err
+
+
+def test_two_budgets_of_one_experiment_get_their_rank_agreement(tmp_path: Path) -> None:
+    quick = make_experiment(tmp_path, name="msm_mtm_quick")
+    paper = make_experiment(tmp_path, name="msm_mtm_paper", score=lambda variant, seed: default_score(variant, seed)
+                            + 10)
+    record = json.loads((paper / EXPERIMENT).read_text())
+    (paper / EXPERIMENT).write_text(json.dumps({**record, "budget": "paper"}))
+    lines: list[str] = []
+    out = build_report([quick, paper], formats=["md"], out_dir=tmp_path / "both", say=lines.append)
+    # The same order under both budgets: 4 variants, all 6 pairs concordant, tau = 1; of the 4! = 24 orders only
+    # this one reaches it, so the exact two-sided p = 2 / 24 = 0.0833.
+    expected = ("msm_mtm_quick (quick) and msm_mtm_paper (paper) rank their 4 variants by Top-1 with Kendall's "
+                "tau = 1.00 (p = 0.0833): no agreement beyond chance")
+    assert expected in lines
+    assert expected in (out / "summary.md").read_text()
+
+
+def test_the_margin_defaults_to_the_one_the_experiment_ran_with(tmp_path: Path) -> None:
+    experiment = make_experiment(tmp_path, score=hand_score, failed=[(NEITHER, 1)])
+    build_report(experiment, metrics=["top1"], formats=["md"])
+    table = (experiment / "report" / "table.md").read_text()
+    # NO_MSM (-1, 0, -1): its 90% interval [-1.64, 0.31] (test_analysis_stats) is not inside -/+0.5, the default
+    assert "| undecided |" in [line for line in table.splitlines() if line.startswith("| off | ✓ |")][0]
+    record = json.loads((experiment / EXPERIMENT).read_text())
+    record["spec"]["until"] = {"min": 3, "max": 10, "until": "decided", "margin": 2.0}
+    (experiment / EXPERIMENT).write_text(json.dumps(record))
+    build_report(experiment, metrics=["top1"], formats=["md"])
+    table = (experiment / "report" / "table.md").read_text()
+    assert "| equivalent |" in [line for line in table.splitlines() if line.startswith("| off | ✓ |")][0]
+    assert "the 90% interval inside ±2 points" in table
+    build_report(experiment, metrics=["top1"], formats=["md"], margin=0.5)  # said explicitly, it wins
+    assert "inside ±0.5 points" in (experiment / "report" / "table.md").read_text()

@@ -1,7 +1,9 @@
 """Statistics over seeds against small cases worked out by hand (derivations in the comments).
 
 Student t quantiles used below: t(0.975, df=2) = 4.302653, t(0.975, df=3) = 3.182446. For df = 2 the t
-distribution has the closed form CDF F(t) = 1/2 + t / (2 sqrt(2 + t^2)), so a two-sided p = 1 - |t| / sqrt(2 + t^2).
+distribution has the closed form CDF F(t) = 1/2 + t / (2 sqrt(2 + t^2)), so a two-sided p = 1 - |t| / sqrt(2 + t^2),
+and its quantiles solve t / sqrt(2 + t^2) = 2F - 1: t(0.95, 2) = sqrt(2 * 0.81 / 0.19) = 2.919986,
+t(0.8, 2) = sqrt(2 * 0.36 / 0.64) = 1.060660.
 """
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import pytest
 
 from analysis.collect import collect, read_experiment
 from analysis.columns import variant_key
-from analysis.stats import (NO_TEST_NOTE, describe, failed_trials, holm, paired_test,
-                            significance_note, stars, summarize)
+from analysis.stats import (NO_TEST_NOTE, compare, decide, decide_all, describe, detectable_difference,
+                            failed_trials, holm, paired_differences, paired_test, significance_note, stars,
+                            summarize)
 from mmn.folders import RESULT
 from tests.helpers.experiment_factory import NEITHER, NO_MSM, NO_MTM, REFERENCE, hand_score, make_experiment
 
@@ -176,3 +179,105 @@ def test_missing_metrics_need_no_note(tmp_path: Path) -> None:
     summary = summarize(collect(experiment), [info], ["top1", "body_top1"])
     assert (summary.loc[summary["metric"] == "body_top1", "n"] == 0).all()
     assert significance_note(summary, "msm_mtm") is None
+
+
+# Paired comparisons and decisions
+
+
+def test_paired_differences_pair_by_seed() -> None:
+    differences = paired_differences(pd.Series([99.0, 6.0, 2.0, 4.0], index=[5, 2, 0, 1]),
+                                     pd.Series([3.0, 1.0, 2.0, 7.0], index=[2, 0, 1, 3]))
+    assert differences.to_dict() == {0: 1.0, 1: 2.0, 2: 3.0}
+
+
+def test_comparison_that_must_end_significant() -> None:
+    # NO_MTM of the hand experiment: differences -2, -2.5, -2 (derived in test_summarize_by_hand): mean -13/6,
+    # std 0.288675, standard error 0.166667, t = -13, p = 0.005865.
+    # 95% interval: -2.166667 -/+ 4.302653 * 0.166667 = -2.166667 -/+ 0.717109 = [-2.883776, -1.449558].
+    # Detectable: (t(0.975, 2) + t(0.8, 2)) * 0.166667 = (4.302653 + 1.060660) * 0.166667 = 0.893886.
+    comparison = compare([-2.0, -2.5, -2.0])
+    assert comparison.n == 3 and comparison.mean == pytest.approx(-13 / 6)
+    assert (comparison.low, comparison.high) == pytest.approx((-2.883776, -1.449558), abs=1e-6)
+    assert comparison.p == pytest.approx(0.005865, abs=1e-6)
+    assert comparison.detectable == pytest.approx(0.893886, abs=1e-6)
+    # Alone it is significant; Holm with the undecided NO_MSM (p 0.183503) doubles it to 0.011730: still below 0.05.
+    assert decide(comparison, 0.011730) == "worse"
+    assert decide(comparison, 0.011730, higher_is_better=False) == "better"  # a loss that fell
+
+
+def test_comparison_that_must_end_equivalent() -> None:
+    # Differences 0.1, -0.1, 0: mean 0, std 0.1, standard error 0.1 / sqrt 3 = 0.057735.
+    # Two one-sided tests against -/+0.5: t = 0.5 / 0.057735 = 8.660254 each way,
+    # p = 1 - F(8.660254) = 1/2 - 8.660254 / (2 sqrt(2 + 75)) = 0.5 - 0.493464 = 0.006536, below 0.05.
+    # (The same: the 90% interval 0 -/+ 2.919986 * 0.057735 = -/+ 0.168585 lies inside -/+ 0.5.)
+    comparison = compare([0.1, -0.1, 0.0], margin=0.5)
+    assert comparison.p_equivalent == pytest.approx(0.006536, abs=1e-6)
+    assert comparison.p == pytest.approx(1.0)
+    assert decide(comparison, comparison.p) == "equivalent"
+    # Within -/+0.15 it is not: t = 0.15 / 0.057735 = 2.598076, p = 0.5 - 2.598076 / (2 * 2.958040) = 0.060845.
+    narrow = compare([0.1, -0.1, 0.0], margin=0.15)
+    assert narrow.p_equivalent == pytest.approx(0.060845, abs=1e-6)
+    assert decide(narrow, narrow.p) == "undecided"
+
+
+def test_too_few_seeds_get_no_mark() -> None:
+    comparison = compare([-5.0, -5.1])
+    assert comparison.n == 2 and math.isnan(comparison.p) and math.isnan(comparison.p_equivalent)
+    assert decide(comparison, comparison.p) == ""
+    assert detectable_difference(float("nan"), 1) != detectable_difference(float("nan"), 1)  # NaN
+
+
+def test_decide_all_corrects_across_variants() -> None:
+    # The hand experiment's two tested variants: Holm 0.005865 * 2 = 0.011730 (worse), 0.183503 (undecided:
+    # 90% interval -0.666667 -/+ 2.919986 * 0.333333 = [-1.64, 0.31] is not inside -/+0.5).
+    decided = decide_all({"no_mtm": [-2.0, -2.5, -2.0], "no_msm": [-1.0, 0.0, -1.0], "neither": [-5.0, -6.0]})
+    assert decided["no_mtm"][1] == pytest.approx(0.011730, abs=1e-6) and decided["no_mtm"][2] == "worse"
+    assert decided["no_msm"][1] == pytest.approx(0.183503, abs=1e-6) and decided["no_msm"][2] == "undecided"
+    assert math.isnan(decided["neither"][1]) and decided["neither"][2] == ""
+
+
+def test_wilcoxon_by_hand() -> None:
+    # Differences 1..6, all positive: the signed-rank statistic takes its most extreme value, which 1 of the
+    # 2^6 = 64 sign patterns reaches on each side: exact two-sided p = 2 / 64 = 0.03125.
+    comparison = compare([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], test="wilcoxon")
+    assert comparison.p == pytest.approx(0.03125)
+    assert decide(comparison, comparison.p) == "better"
+    # With 3 seeds the smallest possible p is 2 / 8 = 0.25: never significant.
+    assert compare([1.0, 2.0, 3.0], test="wilcoxon").p == pytest.approx(0.25)
+
+
+def test_bootstrap_interval() -> None:
+    # Every resampled mean of 1, 2, 3 lies in [1, 3], none at or below 0: p = 0 and the interval within [1, 3].
+    comparison = compare([1.0, 2.0, 3.0], test="bootstrap")
+    assert 1.0 <= comparison.low < 2.0 < comparison.high <= 3.0
+    assert comparison.p == 0.0 and decide(comparison, comparison.p) == "better"
+    assert compare([1.0, 2.0, 3.0], test="bootstrap") == comparison  # a fixed seed: reports repeat
+    assert decide(compare([0.1, -0.1, 0.0], test="bootstrap"), 1.0) == "equivalent"
+    with pytest.raises(ValueError, match="valid tests: t, wilcoxon, bootstrap"):
+        compare([1.0, 2.0, 3.0], test="z")
+
+
+def test_summary_carries_deltas_and_decisions(experiment: Path) -> None:
+    rows = _rows(experiment)
+    no_mtm, no_msm = rows.loc[variant_key(NO_MTM)], rows.loc[variant_key(NO_MSM)]
+    assert no_mtm["delta"] == pytest.approx(-13 / 6)
+    assert (no_mtm["delta_low"], no_mtm["delta_high"]) == pytest.approx((-2.883776, -1.449558), abs=1e-6)
+    assert no_mtm["decision"] == "worse" and no_msm["decision"] == "undecided"
+    assert no_mtm["detectable"] == pytest.approx(0.893886, abs=1e-6)
+    assert rows.loc[variant_key(NEITHER), "decision"] == "" and rows.loc[variant_key(REFERENCE), "decision"] == ""
+
+
+EQUIVALENT = {json.dumps(REFERENCE, sort_keys=True): [60.0, 61.0, 62.0],
+              json.dumps(NO_MTM, sort_keys=True): [60.1, 60.9, 62.0],  # differences 0.1, -0.1, 0
+              json.dumps(NO_MSM, sort_keys=True): [57.0, 57.5, 59.0],  # -3, -3.5, -3
+              json.dumps(NEITHER, sort_keys=True): [50.0, 40.0, 30.0]}  # -10, -21, -32: wide, undecided
+
+
+def test_a_folder_that_ends_equivalent_and_significant(tmp_path: Path) -> None:
+    folder = make_experiment(tmp_path, score=lambda variant, seed: EQUIVALENT[json.dumps(dict(variant),
+                                                                                          sort_keys=True)][seed])
+    rows = _rows(folder)
+    assert rows.loc[variant_key(NO_MTM), "decision"] == "equivalent"
+    assert rows.loc[variant_key(NO_MTM), "p_equivalent"] == pytest.approx(0.006536, abs=1e-6)
+    assert rows.loc[variant_key(NO_MSM), "decision"] == "worse"
+    assert rows.loc[variant_key(NEITHER), "decision"] == "undecided"
