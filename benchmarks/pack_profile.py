@@ -3,9 +3,10 @@
     python benchmarks/pack_profile.py --device cuda --members 1,4
     python benchmarks/pack_profile.py --device cpu --members 1 --small --batch-size 8
 
-For finding why a vmapped pack step is slower than the solo step it replaces (measured on an H200: a pack of one
-ran at 0.14x the solo step, docs/training.md). Prints, per setting, the operators with the most device time (CPU
-time on a CPU) over a few profiled steps, and any warning vmap gave (a missing batching rule falls back to a loop).
+For finding where a pack step (one step of the fused model of K members, mmn/pack.py) spends more than K solo
+steps would. Prints, per setting, the operators with the most device time (CPU time on a CPU) over a few profiled
+steps, and any warning the step gave. --linear picks the implementation of the members' linear maps
+(`mmn.model.kernels.GROUPED_LINEAR`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.pack_throughput import _config, _pack_step, _solo_step, _sync
 from mmn.config import apply_overrides
+from mmn.model import kernels
 
 
 def _profiled(step, device: torch.device, steps: int, rows: int) -> None:
@@ -45,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="profiled steps per setting")
     parser.add_argument("--rows", type=int, default=25, help="operators listed per setting")
     parser.add_argument("--small", action="store_true", help="the tiny test model instead of MMN's default")
+    parser.add_argument("--linear", default=kernels.GROUPED_LINEAR, choices=sorted(kernels.GROUPED_LINEARS),
+                        help="implementation of the members' linear maps")
     args = parser.parse_args(argv)
+    kernels.GROUPED_LINEAR = args.linear
     device = torch.device(args.device)
     config = apply_overrides(_config(args.small, 0), {"model.drop_path": 0.0, "model.fusion_dropout": 0.0,
                                                       "model.head_dropout": 0.0})

@@ -2,9 +2,12 @@
 
     python benchmarks/pack_throughput.py --device cuda --members 1,2,4,8,16 --seconds 3
     python benchmarks/pack_throughput.py --device cpu --members 1,2,4 --small --batch-size 8 --seconds 2
+    python benchmarks/pack_throughput.py --device cuda --members 8 --linear bmm,conv,einsum,loop
 
 K=1 "solo" is the plain solo step of mmn/train.py (model, cross entropy, optimizer, scheduler); each pack row is
-one vmapped step over K members, each on its own batch. fp32 and, on CUDA, bf16 autocast; peak memory per setting.
+one step of the fused model of K members (mmn/pack.py), each on its own batch, with the members' linear maps run by
+each implementation of `mmn.model.kernels.grouped_linear` given to --linear. fp32 and, on CUDA, bf16 autocast; peak
+memory per setting.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import time
 import torch
 
 from mmn.config import RunConfig, apply_overrides, with_budget
-from mmn.model import MMN
+from mmn.model import MMN, kernels
 from mmn.pack import Pack
 from mmn.schedule import warmup_cosine
 from mmn.train import _make_optimizer
@@ -110,12 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per setting")
     parser.add_argument("--small", action="store_true", help="the tiny test model instead of MMN's default")
     parser.add_argument("--cuda-graphs", action="store_true", help="also time the solo step under CUDA graphs")
+    parser.add_argument("--linear", default=kernels.GROUPED_LINEAR,
+                        help=f"comma-separated implementations of the members' linear maps to time, of "
+                             f"{', '.join(kernels.GROUPED_LINEARS)} (default {kernels.GROUPED_LINEAR})")
     args = parser.parse_args(argv)
     try:
         sizes = [int(k) for k in args.members.split(",")]
         device = torch.device(args.device)
     except (ValueError, RuntimeError) as error:
         parser.error(f"--members takes integers like 1,2,4 and --device a torch device: {error}")
+    linears = args.linear.split(",")
+    unknown = [name for name in linears if name not in kernels.GROUPED_LINEARS]
+    if unknown:
+        parser.error(f"--linear {','.join(unknown)}: choose from {', '.join(kernels.GROUPED_LINEARS)}")
     config = apply_overrides(_config(args.small, 0), {"model.drop_path": 0.0, "model.fusion_dropout": 0.0,
                                                       "model.head_dropout": 0.0})
     precisions = {"fp32": contextlib.nullcontext}
@@ -137,17 +147,22 @@ def main(argv: list[str] | None = None) -> int:
                       f"{_peak_mib(device):9.0f}", flush=True)
             except Exception as error:  # any failure to compile or capture: report it, keep the eager figures
                 print(f"{name:9} solo graphed: not measured ({type(error).__name__}: {str(error)[:120]})")
-        for k in sizes:
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            try:
-                rate = _timed(_pack_step(config, k, device, args.batch_size, autocast), device,
-                              args.seconds) * args.batch_size * k
-            except torch.OutOfMemoryError:
-                print(f"{name:9} {'pack of ' + str(k):14} out of memory")
-                break
-            print(f"{name:9} {'pack of ' + str(k):14} {rate:10.1f} {rate / k:11.1f} {rate / solo:8.2f} "
-                  f"{_peak_mib(device):9.0f}", flush=True)
+        for linear in linears:
+            kernels.GROUPED_LINEAR = linear
+            for k in sizes:
+                if k == 1 and linear != linears[0]:
+                    continue  # a pack of one has no grouped products
+                setting = f"pack of {k}" + (f" {linear}" if len(linears) > 1 and k > 1 else "")
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                try:
+                    rate = _timed(_pack_step(config, k, device, args.batch_size, autocast), device,
+                                  args.seconds) * args.batch_size * k
+                except torch.OutOfMemoryError:
+                    print(f"{name:9} {setting:14} out of memory")
+                    break
+                print(f"{name:9} {setting:14} {rate:10.1f} {rate / k:11.1f} {rate / solo:8.2f} "
+                      f"{_peak_mib(device):9.0f}", flush=True)
     return 0
 
 

@@ -47,6 +47,8 @@ def train_parser() -> argparse.ArgumentParser:
         description="Train one MMN model with the release's protocol. Overrides are dotted keys, e.g. "
                     "model.msm=graph train.epochs=10 data.root=/data/ma52; `budget=quick` picks a named budget.")
     parser.add_argument("--config", help="a YAML or JSON file of config values (nested or dotted keys)")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="FILE",
+                        help="a .py file or module that registers your own model modules (docs/custom.md); repeatable")
     parser.add_argument("--out", default=None, help="folder for checkpoints and results (default runs/train/<hash>)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--print-config", action="store_true", help="print the resolved configuration as YAML and "
@@ -63,8 +65,12 @@ def profile_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=sorted(LAYOUTS), default="ma52",
                         help="sets num_joints and num_classes (default ma52)")
     parser.add_argument("--batch", type=_positive_int, default=32, help="clips per throughput step (default 32)")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="FILE",
+                        help="a .py file or module that registers your own model modules (docs/custom.md); repeatable")
     parser.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--steps", type=_positive_int, default=3, help="timed steps per throughput figure (default 3)")
+    parser.add_argument("--members", type=_positive_int, default=1,
+                        help="throughput of a trial pack of this many members, all together (default 1: one model)")
     parser.add_argument("--no-throughput", action="store_true", help="only parameters and GFLOPs (fast)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--print-config", action="store_true",

@@ -13,7 +13,8 @@ from typing import Any, Mapping
 
 from .data.formats import FORMATS
 from .data.preprocess import AUGMENTS, BONE_MODES, MODALITIES, MODALITY_ALIASES
-from .layouts import LAYOUTS, get_layout
+from .layouts import LAYOUTS, LayoutError, SkeletonLayout, data_layout, load_layout
+from .model import registry
 from .model.config import ConfigError, IncompatibleOptions, ModelConfig, is_integer, is_number, need
 from .suggest import closest
 
@@ -44,6 +45,8 @@ class DataConfig:
     synthetic_clips_per_class: int = 40
     synthetic_seed: int = 0
     synthetic_long_tail: bool = False
+    # a layout file (or a shipped layout's name, e.g. coco17) for skeletons other than data.dataset's; None: those
+    layout: str | None = None
 
     def validate(self) -> None:
         for f in fields(self):
@@ -51,6 +54,14 @@ class DataConfig:
         if self.root is None and self.dataset != "ma52":
             raise IncompatibleOptions("the built-in synthetic set is in the MA-52 layout: with data.dataset=imigue "
                                       "set data.root to a folder of iMiGUE files", ("data.dataset", "data.root"))
+        if self.root is None and self.layout is not None:
+            raise IncompatibleOptions("the built-in synthetic set is in the MA-52 layout: with data.layout set "
+                                      "data.root to a folder of clips in that layout", ("data.layout", "data.root"))
+
+    def skeleton(self) -> SkeletonLayout:
+        """The layout the data is read with: data.layout's, with data.dataset's classes where its file names none;
+        without data.layout, data.dataset's."""
+        return data_layout(self.dataset, self.layout)
 
     @staticmethod
     def check_field(name: str, value: Any) -> None:
@@ -65,6 +76,13 @@ class DataConfig:
         elif name == "synthetic_seed":
             need(is_integer(value) and 0 <= value <= MAX_SEED,
                  f"data.synthetic_seed must be an integer in [0, {MAX_SEED}], got {value!r}")
+        elif name == "layout" and value is not None:
+            need(isinstance(value, str) and value != "", f"data.layout must be a layout file or a shipped layout's "
+                                                         f"name, got {value!r}")
+            try:
+                load_layout(value)
+            except LayoutError as error:
+                raise ConfigError(f"data.layout: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -133,7 +151,7 @@ class TrainConfig:
 _EXECUTION_FIELDS = {"train": ("device", "threads", "eval_batch_size")}
 # Fields added after results were recorded: at these defaults they stay out of the hash, so that every earlier
 # result keeps its hash (and is still found finished by a rerun).
-_ADDED_FIELDS = {"train": {"max_steps": 0}}
+_ADDED_FIELDS = {"train": {"max_steps": 0}, "data": {"layout": None}}
 
 BUDGETS: dict[str, dict[str, Any]] = {
     # The release's protocol (docs/spec-mmn.md): the defaults as they are.
@@ -160,9 +178,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         self.data.validate()
         self.train.validate()
-        layout = get_layout(self.data.dataset)
+        layout = self.data.skeleton()
         if (self.model.num_joints, self.model.num_classes) != (layout.num_joints, layout.num_classes):
-            # joints and classes are properties of the data set: the model follows it
+            # joints and classes are properties of the data set (and its layout): the model follows them
             object.__setattr__(self, "model", replace(self.model, num_joints=layout.num_joints,
                                                       num_classes=layout.num_classes))
 
@@ -251,6 +269,8 @@ def _coerce(key: str, value: Any, expected: type) -> Any:
         raise ConfigError(f"{key} must be a finite number, got {value!r}")
     if expected is bool and isinstance(value, str) and value.lower() in _BOOL_WORDS:
         return _BOOL_WORDS[value.lower()]
+    if key.startswith("model.") and registry.is_registered(key[6:], value):
+        return value  # a user's module by name (mmn.model.registry)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is int and isinstance(value, float) and value.is_integer():
@@ -259,7 +279,9 @@ def _coerce(key: str, value: Any, expected: type) -> Any:
                                                    and not (isinstance(value, bool) and expected is not bool)):
         return value
     wanted = {bool: "true or false (or on/off)", int: "an integer", float: "a number", str: "a string"}
-    raise ConfigError(f"{key} expects {wanted.get(expected, expected.__name__)}, got {value!r}")
+    slot = key[6:] if key.startswith("model.") else ""
+    raise ConfigError(f"{key} expects {wanted.get(expected, expected.__name__)}, got {value!r}"
+                      + registry.hint(slot, value))
 
 
 def with_budget(config: RunConfig, budget: str) -> RunConfig:

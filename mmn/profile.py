@@ -33,6 +33,8 @@ from .cli import profile_parser
 from .config import check_value, parse_assignments
 from .layouts import get_layout
 from .model import MMN, ConfigError, ModelConfig, fuse_for_inference
+from .model.registry import import_user_modules
+from .pack import Pack
 from .runtime import num_threads
 from .suggest import closest
 
@@ -136,14 +138,38 @@ def measure_throughput(model_or_config: nn.Module | ModelConfig, batch_size: int
     return {"train_clips_per_s": train, "eval_clips_per_s": evaluation}
 
 
+def measure_pack_throughput(config: ModelConfig, members: int, batch_size: int = 32, threads: int | None = None,
+                            steps: int = 3) -> dict[str, float]:
+    """Clips per second of a trial pack of `members` models of `config` (mmn.pack), all members together, each on
+    its own batch of `batch_size`: training (one fused step with an AdamW per member) and inference (the fused
+    forward in eval mode). Medians over `steps` timed steps after one warm-up step."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    models = [MMN(config) for _ in range(members)]
+    optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.1) for m in models]
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1.0) for o in optimizers]
+    pack = Pack(models, optimizers, schedulers, [0.1] * members)
+    inputs = [_inputs(config, batch_size, torch.device("cpu")) for _ in range(members)]
+    x, index_t, labels = (torch.stack(parts) for parts in zip(*inputs))
+    device = torch.device("cpu")
+
+    def clips_per_s(step: Callable[[], object]) -> float:
+        times = [seconds(step, device) for _ in range(steps + 1)]
+        return members * batch_size / statistics.median(times[1:])
+
+    with num_threads(threads):
+        train = clips_per_s(lambda: pack.step(x, index_t, labels))
+        evaluation = clips_per_s(lambda: pack.eval_logits(x, index_t))
+    return {"train_clips_per_s": train, "eval_clips_per_s": evaluation}
+
+
 def profile_model(config: ModelConfig, batch_size: int = 32, threads: int | None = None,
-                  steps: int = 3) -> dict[str, float]:
-    """params, gflops (per clip), train_clips_per_s and eval_clips_per_s of the model `config` builds."""
-    return {
-        "params": count_parameters(config),
-        "gflops": count_gflops(config),
-        **measure_throughput(config, batch_size=batch_size, threads=threads, steps=steps),
-    }
+                  steps: int = 3, members: int = 1) -> dict[str, float]:
+    """params, gflops (per clip), train_clips_per_s and eval_clips_per_s of the model `config` builds; with
+    `members` > 1, the throughput of a trial pack of that many (all members together)."""
+    measured = (measure_throughput(config, batch_size=batch_size, threads=threads, steps=steps) if members == 1
+                else measure_pack_throughput(config, members, batch_size=batch_size, threads=threads, steps=steps))
+    return {"params": count_parameters(config), "gflops": count_gflops(config), **measured}
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
@@ -164,7 +190,8 @@ def build_config(dataset: str, overrides: dict[str, Any]) -> ModelConfig:
     return ModelConfig(**{"num_joints": layout.num_joints, "num_classes": layout.num_classes, **overrides})
 
 
-def format_table(config: ModelConfig, result: dict[str, float], batch_size: int, threads: int) -> str:
+def format_table(config: ModelConfig, result: dict[str, float], batch_size: int, threads: int,
+                 members: int = 1) -> str:
     defaults = ModelConfig().to_dict()
     changed = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
     rows = [("parameters", f"{result['params']:,}"), ("GFLOPs / clip", f"{result['gflops']:.3f}")]
@@ -176,7 +203,9 @@ def format_table(config: ModelConfig, result: dict[str, float], batch_size: int,
     header = "MMN " + (" ".join(f"{k}={v}" for k, v in changed.items()) or "(release defaults)")
     lines = [header] + [f"  {name:<{width}}  {value:>{value_width}}" for name, value in rows]
     if "train_clips_per_s" in result:
-        lines.append(f"  (batch {batch_size}, fp32, {threads} threads, median after a warm-up step)")
+        pack = f"a trial pack of {members} members, all together; " if members > 1 else ""
+        lines.append(f"  ({pack}batch {batch_size}{' each' if members > 1 else ''}, fp32, {threads} threads, median "
+                     f"after a warm-up step)")
     return "\n".join(lines)
 
 
@@ -202,6 +231,7 @@ def _model_overrides(pairs: Sequence[str]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = profile_parser().parse_intermixed_args(argv)
     try:
+        import_user_modules(args.imports)  # before the config: it may name the modules they register
         config = build_config(args.dataset, _model_overrides(args.overrides))
     except ValueError as error:  # ConfigError included
         print(f"error: {error}", file=sys.stderr)
@@ -212,11 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_throughput:
         result: dict[str, float] = {"params": count_parameters(config), "gflops": count_gflops(config)}
     else:
-        result = profile_model(config, batch_size=args.batch, threads=args.threads, steps=args.steps)
+        result = profile_model(config, batch_size=args.batch, threads=args.threads, steps=args.steps,
+                               members=args.members)
     if args.json:
         print(json.dumps(result))
     else:
-        print(format_table(config, result, args.batch, args.threads or torch.get_num_threads()))
+        print(format_table(config, result, args.batch, args.threads or torch.get_num_threads(), args.members))
     return 0
 
 

@@ -21,6 +21,7 @@ import torch
 
 from .config import DataConfig
 from .data.synthetic import DEFAULT_DIFFICULTY, cache_name
+from .model.registry import module_files
 from .runtime import hardware, resolve_device, versions
 
 SOURCE_PACKAGES = ("mmn", "ablations", "search_spaces")  # the code that changes a result (tests and docs do not)
@@ -32,8 +33,9 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def code_fingerprint(root: Path = _ROOT) -> str:
-    """A hash of the paths and contents of the .py files of mmn/, ablations/ and search_spaces/ under `root`.
+def code_fingerprint(root: Path = _ROOT, user_modules: Sequence[str] = ()) -> str:
+    """A hash of the paths and contents of the .py files of mmn/, ablations/ and search_spaces/ under `root`, and of
+    the files of the user's modules a run imports (`user_modules`, as given to mmn.model.registry).
 
     Read from disk on every call, not cached: Ray workers import the files as they are when they start."""
     digest = hashlib.sha256()
@@ -41,16 +43,27 @@ def code_fingerprint(root: Path = _ROOT) -> str:
         for path in sorted((root / package).rglob("*.py")):
             content = path.read_bytes()
             digest.update(f"{path.relative_to(root).as_posix()}\0{len(content)}\0".encode() + content)
+    for path in module_files(user_modules):  # the user's modules (--import, a spec's imports:), by content
+        content = path.read_bytes() if path.is_file() else b""
+        digest.update(f"user:{path.name}\0{len(content)}\0".encode() + content)
     return digest.hexdigest()[:16]
 
 
 def data_fingerprint(data: DataConfig) -> str:
-    """What identifies the data a run of `data` trains on.
+    """What identifies the data a run of `data` trains on (`_files_fingerprint`), and with data.layout the layout's
+    contents too: results read with a layout file that was edited since are stale."""
+    files = _files_fingerprint(data)
+    if data.layout is None:
+        return files
+    return _digest(json.dumps({"data": files, "layout": repr(data.skeleton())}).encode())
 
-    The built-in set: its cache name, which holds the generator's version, its settings and seed. A local folder:
-    a hash of the names and contents of its files (hidden ones aside), or of the one file a PYSKL root names;
-    contents, not modification times, so that a copy of the same files on another machine is the same data (SHA-256
-    runs at about 1.3 GB/s on one core of the development machine, once per experiment). A remote URI is only named: it is not read."""
+
+def _files_fingerprint(data: DataConfig) -> str:
+    """The data's files. The built-in set: its cache name, which holds the generator's version, its settings and seed.
+    A local folder: a hash of the names and contents of its files (hidden ones aside), or of the one file a PYSKL root
+    names; contents, not modification times, so that a copy of the same files on another machine is the same data
+    (SHA-256 runs at about 1.3 GB/s on one core of the development machine, once per experiment). A remote URI is
+    only named: it is not read."""
     if data.root is None:
         return cache_name(data.synthetic_seed, data.synthetic_clips_per_class, data.synthetic_long_tail,
                           DEFAULT_DIFFICULTY)

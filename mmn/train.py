@@ -18,6 +18,8 @@ import json
 import math
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -38,7 +40,9 @@ from .data.safe_pickle import CorruptPickleError, UnsafePickleError
 from .data.synthetic import ensure_synthetic
 from .folders import HISTORY, RECORDED_METRICS, RESULT, RESULT_FORMAT, VALIDATION_PREFIX, predictions_file
 from .metrics import evaluate
+from .pack import Pack, check_packable, members_that_fit
 from .model import MMN, fuse_for_inference
+from .model.registry import import_user_modules
 from .profile import count_gflops
 from .provenance import provenance
 from .runtime import hardware, num_threads, peak_memory_mib, resolve_device, tune_cpu_allocator
@@ -47,6 +51,7 @@ from .yamlfile import YamlError, kind, load_yaml
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EDQUOT, errno.EFBIG}
 EpochCallback = Callable[[dict[str, Any], Path | None], None]
+PackEpochCallback = Callable[[int, list[dict[str, Any]]], None]  # epoch, the records of the members still training
 # The paper model evaluates at 34-36 clips/s in batches of 32-64 on 2 CPU cores, 23-24 in batches of 256 (whose
 # activations no longer fit in cache), 2026-12-04, AMD EPYC: train.eval_batch_size (256) is sized for GPUs.
 CPU_EVAL_BATCH = 64
@@ -56,13 +61,18 @@ class TrainingDiverged(RuntimeError):
     """The loss stopped being a finite number."""
 
 
-@functools.lru_cache(maxsize=8)
 def load_split(data: DataConfig, split: str, num_frames: int, seed: int) -> SkeletonDataset:
-    """A preprocessed split, kept for the life of the process: a Ray worker running many trials loads it once."""
+    """A preprocessed split drawing from `seed`; the preprocessing is kept for the life of the process (a Ray worker
+    running many trials, or a pack of many seeds, holds it once)."""
+    return _preprocessed_split(data, split, num_frames).with_seed(seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _preprocessed_split(data: DataConfig, split: str, num_frames: int) -> SkeletonDataset:
     root = data.root or ensure_synthetic(seed=data.synthetic_seed, clips_per_class=data.synthetic_clips_per_class,
                                          long_tail=data.synthetic_long_tail)
-    return SkeletonDataset(root, dataset=data.dataset, split=split, modality=data.modality, num_frames=num_frames,
-                           augment=data.augment, bones=data.bones, format=data.format, seed=seed)
+    return SkeletonDataset(root, dataset=data.skeleton(), split=split, modality=data.modality, num_frames=num_frames,
+                           augment=data.augment, bones=data.bones, format=data.format)
 
 
 class _Progress:
@@ -103,11 +113,15 @@ def _shuffle(size: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def _make_optimizer(model: torch.nn.Module, config: RunConfig) -> torch.optim.Optimizer:
+    """The run's optimizer for `model`'s parameters, on the device they are on. On a GPU it is torch's fused one (one
+    kernel for all parameters): the multi-tensor one took 20% of a paper-model step on an H200, and each member of a
+    trial pack steps its own, so there it adds up (docs/performance.md)."""
     train = config.train
+    fused = next(model.parameters()).is_cuda or None  # None: torch's default (multi-tensor) off a GPU
     if train.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=train.lr, momentum=train.momentum,
-                               weight_decay=train.weight_decay, nesterov=True)
-    return torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+                               weight_decay=train.weight_decay, nesterov=True, fused=fused)
+    return torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=fused)
 
 
 def _to_device(batch: tuple[torch.Tensor, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -145,6 +159,117 @@ def save_predictions(path: str | Path, logits: np.ndarray, labels: np.ndarray, n
         f, logits=logits.astype(np.float32), labels=labels.astype(np.int64), names=np.asarray(names, dtype=str)))
 
 
+def _clone(state: dict[str, Any]) -> dict[str, Any]:
+    """A state dict of tensors of its own: a pack member's are views of the fused model's storage, which torch.save
+    would write whole."""
+    return {name: tensor.detach().clone() for name, tensor in state.items()}
+
+
+class _Trial:
+    """One trial's model, optimizer and scheduler, and its bookkeeping: the record, history, best weights and
+    checkpoint it writes after each epoch. Solo (`fit`) and packed (`fit_pack`) trials share it, so a member of a
+    pack leaves exactly the files a solo trial does."""
+
+    def __init__(self, config: RunConfig, checkpoint_dir: str | Path | None, out_dir: str | Path | None,
+                 extra: dict[str, Any] | None, on_epoch: EpochCallback | None) -> None:
+        self.config, self.on_epoch = config, on_epoch
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.out_dir = Path(out_dir) if out_dir else self.checkpoint_dir
+        extra = extra or {}
+        origin = extra.get("provenance") or provenance(config.train.device)  # a Ray trial's has its driver's argv
+        self.result: dict[str, Any] = {
+            "format_version": RESULT_FORMAT, "status": "running", "error": None, "provenance": origin, **extra,
+            "seed": config.train.seed, "config": config.to_dict(), "config_hash": config.hash(),
+            "epochs_planned": config.train.epochs, "epochs_completed": 0, "versions": origin["versions"],
+            "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        self.started = time.perf_counter()
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {}
+        self.best_epoch = 0
+        self.elapsed_before = 0.0
+        self.resumes: list[int] = []  # epochs after which an interrupted run was resumed
+
+    def build(self, device: torch.device, steps_per_epoch: int) -> dict[str, Any] | None:
+        """The model (seeded as a solo run seeds it), its optimizer and schedule, resumed from the checkpoint
+        folder's state where there is one; returns that state."""
+        train = self.config.train
+        self.result["hardware"] = hardware(device)
+        _seed_everything(train.seed)
+        self.model = MMN(self.config.model)
+        self.result["params"] = sum(p.numel() for p in self.model.parameters())
+        self.result["gflops"] = round(count_gflops(self.model), 4)
+        self.model.to(device)
+        self.optimizer = _make_optimizer(self.model, self.config)
+        self.scheduler = warmup_cosine(self.optimizer, train.epochs * steps_per_epoch,
+                                       train.warmup_epochs * steps_per_epoch, train.warmup_lr, train.min_lr)
+        state = (load_checkpoint(self.checkpoint_dir, self.config.to_dict(), self.config.hash())
+                 if self.checkpoint_dir else None)
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.history, self.best, self.best_epoch = state["history"], state["best"], state["best_epoch"]
+            self.elapsed_before = state["elapsed_s"]
+            self.resumes = [*state.get("resumes", []), len(self.history)]
+            # what the run holds already, in case no epoch is left to train (stopped after its last checkpoint)
+            self.result.update(_summary(self.history, self.best, self.best_epoch),
+                               wall_time_s=round(self.elapsed_before, 3))
+        self.result["resumed_after_epochs"] = self.resumes
+        self.run_started = time.perf_counter()
+        return state
+
+    def diverged(self, loss: float, epoch: int, step: int) -> TrainingDiverged:
+        return TrainingDiverged(f"loss became {loss} at epoch {epoch}, step {step}: lower train.lr (now "
+                                f"{self.config.train.lr:g}) or check the data for NaN coordinates")
+
+    def end_epoch(self, epoch: int, record: dict[str, Any], logits: np.ndarray, labels: np.ndarray,
+                  val_set: SkeletonDataset, device: torch.device) -> None:
+        """Record the epoch: history, the best epoch's predictions and weights, the record, the checkpoint."""
+        self.history.append(record)
+        improved = not self.best or record["val_top1"] > self.best["val_top1"]
+        if improved:
+            self.best, self.best_epoch = record, epoch
+        result, config, out_dir = self.result, self.config, self.out_dir
+        result.update(_summary(self.history, self.best, self.best_epoch))
+        result["wall_time_s"] = round(self.elapsed_before + time.perf_counter() - self.run_started, 3)
+        weights = _clone(self.model.state_dict())
+        if out_dir:
+            _write_history(out_dir, self.history)
+            if improved:  # only then: a resumed run keeps the files of the best epoch it resumes with
+                save_predictions(out_dir / predictions_file("val"), logits, labels, val_set.names)
+                save_weights(out_dir, config.to_dict(), config.hash(), epoch, record, weights)
+            write_json(out_dir / RESULT, result)  # last: the best epoch it names has its files in place
+        if self.checkpoint_dir:
+            save_checkpoint(self.checkpoint_dir, {
+                "config": config.to_dict(), "config_hash": config.hash(), "epoch": epoch,
+                "model": weights, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng_torch": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "history": self.history, "best": self.best, "best_epoch": self.best_epoch,
+                "elapsed_s": result["wall_time_s"], "resumes": self.resumes,
+            })
+        if self.on_epoch:
+            self.on_epoch(record, self.checkpoint_dir)
+
+    def finish(self, device: torch.device) -> dict[str, Any]:
+        result, history = self.result, self.history
+        result.update(status="finished", ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        result["throughput"] = {"train_clips_per_s": history[-1]["train_clips_per_s"],
+                                "eval_clips_per_s": history[-1]["eval_clips_per_s"]}
+        result["peak_memory_mib"] = peak_memory_mib(device)  # of the process: a Ray worker's over all its trials
+        if self.out_dir:
+            write_json(self.out_dir / RESULT, result)
+        return result
+
+    def fail(self, error: BaseException) -> dict[str, Any]:
+        self.result.update(status="failed", wall_time_s=round(time.perf_counter() - self.started, 3),
+                           error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        if self.out_dir:
+            write_json(self.out_dir / RESULT, self.result)
+        return self.result
+
+
 def fit(config: RunConfig, on_epoch: EpochCallback | None = None, checkpoint_dir: str | Path | None = None,
         out_dir: str | Path | None = None, extra: dict[str, Any] | None = None, progress: bool = True) -> dict[str, Any]:
     """Train one model; returns the result (also written to `out_dir`/RESULT, default `checkpoint_dir`).
@@ -152,81 +277,88 @@ def fit(config: RunConfig, on_epoch: EpochCallback | None = None, checkpoint_dir
     `extra` is merged into that record (a Ray trial adds its experiment, variant and trial id). A checkpoint
     already in `checkpoint_dir` is resumed from; one of another configuration is an error.
     """
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
-    out_dir = Path(out_dir) if out_dir else checkpoint_dir
-    resolved = config.to_dict()
-    config_hash = config.hash()
-    extra = extra or {}
-    origin = extra.get("provenance") or provenance(config.train.device)  # a Ray trial's has its driver's argv
-    result: dict[str, Any] = {
-        "format_version": RESULT_FORMAT, "status": "running", "error": None, "provenance": origin, **extra,
-        "seed": config.train.seed, "config": resolved, "config_hash": config_hash,
-        "epochs_planned": config.train.epochs, "epochs_completed": 0, "versions": origin["versions"],
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    started = time.perf_counter()
+    trial = _Trial(config, checkpoint_dir, out_dir, extra, on_epoch)
     try:
         with num_threads(config.train.threads):  # the caller's setting comes back when the run ends
-            return _train(config, result, on_epoch, checkpoint_dir, out_dir, progress, started)
-    except BaseException as error:
-        result.update(status="failed", error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
-                      wall_time_s=round(time.perf_counter() - started, 3))
-        if out_dir:
-            write_json(out_dir / RESULT, result)
+            return _train(trial, progress)
+    except (KeyboardInterrupt, SystemExit):
+        raise  # stopped, not failed: the record stays "running", and a rerun continues from the last checkpoint
+    except Exception as error:
+        trial.fail(error)
         raise
 
 
-def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | None, checkpoint_dir: Path | None,
-           out_dir: Path | None, show_progress: bool, started: float) -> dict[str, Any]:
-    train = config.train
-    device = resolve_device(train.device)
+def _device_and_autocast(config: RunConfig) -> tuple[torch.device, contextlib.AbstractContextManager]:
+    device = resolve_device(config.train.device)
     if device.type == "cpu":
         tune_cpu_allocator()
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if train.amp and device.type == "cuda"
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.train.amp and device.type == "cuda"
                 else contextlib.nullcontext())
-    result["hardware"] = hardware(device)
+    return device, autocast
 
+
+def _steps_per_epoch(config: RunConfig, train_set: SkeletonDataset) -> int:
+    train = config.train
+    steps = len(train_set) // train.batch_size
+    if train.max_steps:
+        steps = min(steps, train.max_steps)
+    if steps == 0:
+        raise ConfigError(f"train.batch_size={train.batch_size} exceeds the {len(train_set)} training clips")
+    return steps
+
+
+def _epoch_record(epoch: int, train_loss: float, lr: float, metrics: dict[str, float], clips: int, train_time: float,
+                  data_time: float, eval_clips: int, eval_time: float, started: float) -> dict[str, Any]:
+    return {"epoch": epoch, "train_loss": round(train_loss, 6), "lr": lr, **metrics,
+            "train_clips_per_s": round(clips / train_time, 2),
+            "data_share": round(data_time / train_time, 4),  # of the training time, spent making batches
+            "eval_clips_per_s": round(eval_clips / eval_time, 2),
+            "time_s": round(time.perf_counter() - started, 3)}
+
+
+def _metrics(trial: _Trial, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    return {VALIDATION_PREFIX + name: round(value, 4)
+            for name, value in evaluate(logits, labels, trial.config.data.skeleton()).items()}
+
+
+def _validate(trial: _Trial, val_set: SkeletonDataset, device: torch.device,
+              autocast: contextlib.AbstractContextManager) -> tuple[np.ndarray, np.ndarray, dict[str, float], float]:
+    started = time.perf_counter()
+    logits, labels = predict(trial.model, val_set, device, trial.config.train.eval_batch_size, autocast)
+    return logits, labels, _metrics(trial, logits, labels), time.perf_counter() - started
+
+
+def _predict_pack(pack: Pack, dataset: SkeletonDataset, device: torch.device, batch_size: int,
+                  autocast: contextlib.AbstractContextManager) -> tuple[np.ndarray, float]:
+    """Every member's logits (K, N, classes) of a whole split from one fused forward per batch, and the seconds it
+    took: on a GPU one launch per layer serves all members (on a CPU each member's folded model is faster)."""
+    started, members, logits = time.perf_counter(), len(pack), []
+    with torch.inference_mode(), autocast:
+        for start in range(0, len(dataset), batch_size):
+            x, index_t, _ = _to_device(dataset.get_batch(np.arange(start, min(start + batch_size, len(dataset)))),
+                                       device)
+            stacked = (t.unsqueeze(0).expand(members, *t.shape).contiguous() for t in (x, index_t))
+            logits.append(pack.eval_logits(*stacked).float().cpu())
+    return torch.cat(logits, dim=1).numpy(), time.perf_counter() - started
+
+
+def _train(trial: _Trial, show_progress: bool) -> dict[str, Any]:
+    config = trial.config
+    train = config.train
+    device, autocast = _device_and_autocast(config)
     train_set = load_split(config.data, "train", config.model.num_frames, train.seed)
     val_set = load_split(config.data, "val", config.model.num_frames, train.seed)
-    steps_per_epoch = len(train_set) // train.batch_size
-    if train.max_steps:
-        steps_per_epoch = min(steps_per_epoch, train.max_steps)
-    if steps_per_epoch == 0:
-        raise ConfigError(f"train.batch_size={train.batch_size} exceeds the {len(train_set)} training clips")
-
-    _seed_everything(train.seed)
-    model = MMN(config.model)
-    result["params"] = sum(p.numel() for p in model.parameters())
-    result["gflops"] = round(count_gflops(model), 4)
-    model.to(device)
-    optimizer = _make_optimizer(model, config)
-    scheduler = warmup_cosine(optimizer, train.epochs * steps_per_epoch, train.warmup_epochs * steps_per_epoch,
-                              train.warmup_lr, train.min_lr)
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {}
-    best_epoch = 0
-    elapsed_before = 0.0
-    resumes: list[int] = []  # epochs after which an interrupted run was resumed
-    state = load_checkpoint(checkpoint_dir, config.to_dict(), config.hash()) if checkpoint_dir else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    steps_per_epoch = _steps_per_epoch(config, train_set)
+    state = trial.build(device, steps_per_epoch)
+    if state is not None:  # bit-exact resumption: the random layers continue their streams
         torch.set_rng_state(state["rng_torch"])
         if device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"], device)
-        history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
-        elapsed_before = state["elapsed_s"]
-        resumes = [*state.get("resumes", []), len(history)]
-        # what the run holds already, in case no epoch is left to train (it was stopped after its last checkpoint)
-        result.update(_summary(history, best, best_epoch), wall_time_s=round(elapsed_before, 3))
-    first_epoch = len(history) + 1
-    result["resumed_after_epochs"] = resumes
+    model, optimizer, scheduler = trial.model, trial.optimizer, trial.scheduler
 
     progress = _Progress(show_progress, train.epochs)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
-    run_started = time.perf_counter()
-    for epoch in range(first_epoch, train.epochs + 1):
+    for epoch in range(len(trial.history) + 1, train.epochs + 1):
         epoch_started = time.perf_counter()
         model.train()
         train_set.set_epoch(epoch)
@@ -241,8 +373,7 @@ def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | 
                 loss = loss_fn(model(x, index_t), labels)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
-                raise TrainingDiverged(f"loss became {loss_value} at epoch {epoch}, step {step}: lower train.lr "
-                                       f"(now {train.lr:g}) or check the data for NaN coordinates")
+                raise trial.diverged(loss_value, epoch, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -251,50 +382,121 @@ def _train(config: RunConfig, result: dict[str, Any], on_epoch: EpochCallback | 
             progress.step(epoch, step, steps_per_epoch, total_loss / step)
         train_time = time.perf_counter() - epoch_started
 
-        eval_started = time.perf_counter()
-        logits, labels = predict(model, val_set, device, train.eval_batch_size, autocast)
-        eval_time = time.perf_counter() - eval_started
-        metrics = {VALIDATION_PREFIX + name: round(value, 4)
-                   for name, value in evaluate(logits, labels, config.data.dataset).items()}
-        record = {"epoch": epoch, "train_loss": round(total_loss / steps_per_epoch, 6),
-                  "lr": optimizer.param_groups[0]["lr"], **metrics,
-                  "train_clips_per_s": round(steps_per_epoch * train.batch_size / train_time, 2),
-                  "data_share": round(data_time / train_time, 4),  # of the training time, spent making batches
-                  "eval_clips_per_s": round(len(val_set) / eval_time, 2),
-                  "time_s": round(time.perf_counter() - epoch_started, 3)}
-        history.append(record)
-        improved = not best or record["val_top1"] > best["val_top1"]
-        if improved:
-            best, best_epoch = record, epoch
+        logits, labels, metrics, eval_time = _validate(trial, val_set, device, autocast)
+        record = _epoch_record(epoch, total_loss / steps_per_epoch, optimizer.param_groups[0]["lr"], metrics,
+                               steps_per_epoch * train.batch_size, train_time, data_time, len(val_set), eval_time,
+                               epoch_started)
         progress.epoch(record)
+        trial.end_epoch(epoch, record, logits, labels, val_set, device)
+    return trial.finish(device)
 
-        result.update(_summary(history, best, best_epoch))
-        result["wall_time_s"] = round(elapsed_before + time.perf_counter() - run_started, 3)
-        if out_dir:
-            _write_history(out_dir, history)
-            if improved:  # only then: a resumed run keeps the files of the best epoch it resumes with
-                save_predictions(out_dir / predictions_file("val"), logits, labels, val_set.names)
-                save_weights(out_dir, config.to_dict(), config.hash(), epoch, record, model.state_dict())
-            write_json(out_dir / RESULT, result)  # last: the best epoch it names has its files in place
-        if checkpoint_dir:
-            save_checkpoint(checkpoint_dir, {
-                "config": config.to_dict(), "config_hash": config.hash(), "epoch": epoch,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng_torch": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "history": history, "best": best, "best_epoch": best_epoch, "elapsed_s": result["wall_time_s"],
-                "resumes": resumes,
-            })
-        if on_epoch:
-            on_epoch(record, checkpoint_dir)
 
-    result.update(status="finished", ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    result["throughput"] = {"train_clips_per_s": history[-1]["train_clips_per_s"],
-                            "eval_clips_per_s": history[-1]["eval_clips_per_s"]}
-    result["peak_memory_mib"] = peak_memory_mib(device)  # of the process: a Ray worker's over all its trials
-    if out_dir:
-        write_json(out_dir / RESULT, result)
-    return result
+@dataclass(frozen=True)
+class PackMember:
+    """One trial of a pack: what `fit` takes for a solo trial."""
+
+    config: RunConfig
+    checkpoint_dir: str | Path | None = None
+    out_dir: str | Path | None = None
+    extra: dict[str, Any] | None = None
+    on_epoch: EpochCallback | None = None
+
+
+def fit_pack(members: Sequence[PackMember], on_epoch_end: PackEpochCallback | None = None,
+             max_members: int | None = None) -> list[dict[str, Any]]:
+    """Train `members` together as one fused model (mmn.pack); returns each member's result, as `fit` would.
+
+    Their configs may differ only in mmn.pack.PER_MEMBER settings (seed, learning rate, ...); anything else is a
+    ValueError. Each member draws its own batches from its own seed and writes exactly the files `fit` writes for a
+    solo trial. A member whose loss becomes NaN fails (its record says why) and leaves the pack; the others go on.
+    Members resumed from checkpoints of different epochs train in groups, one after another. `on_epoch_end(epoch,
+    records)` hears each epoch once every member still training has recorded it (a Ray pack trial reports then).
+    At most `max_members` train at once; by default, on a GPU as many as mmn.pack.members_that_fit measures, on a
+    CPU all; the rest follow in later groups.
+    """
+    if not members:
+        raise ValueError("a pack needs at least one member")
+    check_packable([member.config for member in members])
+    trials = [_Trial(m.config, m.checkpoint_dir, m.out_dir, m.extra, m.on_epoch) for m in members]
+    config = members[0].config
+    try:
+        with num_threads(config.train.threads):
+            device, autocast = _device_and_autocast(config)
+            val_set = load_split(config.data, "val", config.model.num_frames, config.train.seed)
+            train_sets = [load_split(t.config.data, "train", config.model.num_frames, t.config.train.seed)
+                          for t in trials]
+            steps_per_epoch = _steps_per_epoch(config, train_sets[0])
+            for trial in trials:
+                trial.build(device, steps_per_epoch)
+            if max_members is None:
+                max_members = members_that_fit(config, device) if device.type == "cuda" else len(trials)
+            for epochs_done in sorted({len(t.history) for t in trials}):
+                group = [(t, d) for t, d in zip(trials, train_sets) if len(t.history) == epochs_done]
+                for start in range(0, len(group), max_members):
+                    _train_pack(group[start:start + max_members], val_set, steps_per_epoch, device, autocast,
+                                on_epoch_end)
+    except (KeyboardInterrupt, SystemExit):
+        raise  # stopped, not failed: the records stay "running", and a rerun continues from the last checkpoints
+    except Exception as error:
+        for trial in trials:
+            if trial.result["status"] == "running":
+                trial.fail(error)
+        raise
+    return [trial.result for trial in trials]
+
+
+def _train_pack(group: list[tuple[_Trial, SkeletonDataset]], val_set: SkeletonDataset, steps_per_epoch: int,
+                device: torch.device, autocast: contextlib.AbstractContextManager,
+                on_epoch_end: PackEpochCallback | None) -> None:
+    """Members at the same epoch, trained together to the end; a diverged member leaves, the others go on."""
+    trials, train_sets = [t for t, _ in group], [d for _, d in group]
+    pack = Pack([t.model for t in trials], [t.optimizer for t in trials], [t.scheduler for t in trials],
+                [t.config.train.label_smoothing for t in trials])
+    train = trials[0].config.train
+    for epoch in range(len(trials[0].history) + 1, train.epochs + 1):
+        epoch_started = time.perf_counter()
+        for dataset in train_sets:
+            dataset.set_epoch(epoch)
+        orders = [_shuffle(len(d), t.config.train.seed, epoch) for t, d in zip(trials, train_sets)]
+        totals = [0.0] * len(trials)
+        data_time = 0.0
+        for step in range(1, steps_per_epoch + 1):
+            data_started = time.perf_counter()
+            window = slice((step - 1) * train.batch_size, step * train.batch_size)
+            batches = [d.get_batch(order[window]) for d, order in zip(train_sets, orders)]
+            x, index_t, labels = _to_device(tuple(torch.stack(parts) for parts in zip(*batches)), device)
+            data_time += time.perf_counter() - data_started
+            with autocast:
+                losses = pack.step(x, index_t, labels)
+            for i in reversed(range(len(trials))):  # from the end, so that dropping keeps the indices in step
+                if math.isfinite(losses[i]):
+                    totals[i] += losses[i]
+                    continue
+                trials[i].fail(trials[i].diverged(losses[i], epoch, step))
+                pack.drop(i)
+                for members in (trials, train_sets, orders, totals):
+                    del members[i]
+            if not trials:
+                return
+        train_time = time.perf_counter() - epoch_started
+        records = []
+        fused_logits, fused_time = (_predict_pack(pack, val_set, device, train.eval_batch_size, autocast)
+                                    if device.type == "cuda" else (None, 0.0))
+        for i, (trial, total) in enumerate(zip(trials, totals)):
+            if fused_logits is None:
+                logits, labels, metrics, eval_time = _validate(trial, val_set, device, autocast)
+            else:
+                logits, labels, eval_time = fused_logits[i], val_set.labels, fused_time
+                metrics = _metrics(trial, logits, labels)
+            record = _epoch_record(epoch, total / steps_per_epoch, trial.optimizer.param_groups[0]["lr"], metrics,
+                                   steps_per_epoch * train.batch_size, train_time, data_time, len(val_set),
+                                   eval_time, epoch_started)
+            trial.end_epoch(epoch, record, logits, labels, val_set, device)
+            records.append(record)
+        if on_epoch_end:
+            on_epoch_end(epoch, records)
+    for trial in trials:
+        trial.finish(device)
 
 
 def _summary(history: list[dict[str, Any]], best: dict[str, Any], best_epoch: int) -> dict[str, Any]:
@@ -338,8 +540,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             assignments.append(item)
     try:
+        import_user_modules(args.imports)  # before the config: it may name the modules they register
         config = load_config(args.config, budget, assignments)
-    except (ConfigError, OSError, ValueError) as error:
+    except (ConfigError, OSError, ValueError) as error:  # RegistryError included
         print(f"error: {error}", file=sys.stderr)
         if budget and budget not in BUDGETS:
             print(f"budgets: {', '.join(BUDGETS)}", file=sys.stderr)

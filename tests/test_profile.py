@@ -141,3 +141,16 @@ def test_main_unknown_key_exits_2_with_a_suggestion(capsys: pytest.CaptureFixtur
     out, err = capsys.readouterr()
     assert err == "error: unknown config key 'model.embed_dims' (did you mean model.embed_dim?)\n"
     assert out == ""
+
+
+def test_members_measures_a_trial_pack_all_members_together(capsys: pytest.CaptureFixture[str]) -> None:
+    small = ["model.embed_dim=16", "model.depth=1", "model.num_scales=1", "model.num_frames=8"]
+    assert main([*small, "--members", "2", "--batch", "4", "--steps", "1", "--threads", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "a trial pack of 2 members, all together; batch 4 each" in table
+    assert main([*small, "--members", "2", "--batch", "4", "--steps", "1", "--threads", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["train_clips_per_s"] > 0 and result["eval_clips_per_s"] > 0
+    with pytest.raises(SystemExit) as usage:
+        main(["--members", "0"])
+    assert usage.value.code == 2

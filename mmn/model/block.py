@@ -6,15 +6,21 @@ A learned gate weighs the branches before they are merged back into the residual
 
 Each module that owns a BatchNorm folds it for inference (`fuse`) into the linear map before it; the same forward
 then runs the folded form.
+
+With K members (trial packs; `mmn.model.layers`), member k's channels are [k·C, (k+1)·C) of every activation:
+the branch split, the gate's weights and the merge's inputs are taken per member.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
+from . import registry
 from .config import ModelConfig
-from .kernels import plain
-from .layers import ChannelsLastBatchNorm, Concat, DropPath, Linear, TemporalConv, fold_batch_norm
+from .layers import (ChannelsLastBatchNorm, Concat, DropPath, LayerNorm, Linear, TemporalConv, fold_batch_norm,
+                     split_members)
 from .modulation import SkeletalModulation, TemporalModulation
 
 
@@ -47,14 +53,12 @@ class _FrameDifference(torch.autograd.Function):
 
 def frame_difference(x: torch.Tensor) -> torch.Tensor:
     """D[t] = x[t+1] − x[t] along frames (axis 1), the last difference repeated to keep T frames."""
-    if plain():  # under vmap (trial packs), where the autograd function has no batching rule
-        d = x[:, 1:] - x[:, :-1]
-        return torch.cat([d, d[:, -1:]], dim=1)
     return _FrameDifference.apply(x)
 
 
 def mix_joints(u: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
-    """Channel group h of u (N, T, V, C) is mixed over joints by its own V×V matrix A_h: Σ_u A_h[v, u]·u[u]."""
+    """Channel group h of u (N, T, V, C) is mixed over joints by its own V×V matrix A_h: Σ_u A_h[v, u]·u[u]. K
+    members' G groups each are K·G groups, members-major, as their channels are."""
     n, t, v, c = u.shape
     groups = matrices.shape[0]
     grouped = u.reshape(n, t, v, groups, c // groups)
@@ -64,10 +68,10 @@ def mix_joints(u: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
 class MotionBranch(nn.Module):
     """Depthwise temporal conv, BatchNorm and GELU over the frame differences."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, members: int = 1) -> None:
         super().__init__()
-        self.conv = TemporalConv(channels, channels, 3, padding=1, groups=channels, bias=False)
-        self.norm = ChannelsLastBatchNorm(channels, activation="gelu")
+        self.conv = TemporalConv(channels, channels, 3, padding=1, groups=channels, bias=False, members=members)
+        self.norm = ChannelsLastBatchNorm(channels, activation="gelu", members=members)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         return self.norm(self.conv(frame_difference(u)))
@@ -79,11 +83,11 @@ class MotionBranch(nn.Module):
 class BranchGate(nn.Module):
     """Per-position sigmoid weights, one per active branch, from the concatenated branch outputs."""
 
-    def __init__(self, channels: int, num_branches: int, hidden: int) -> None:
+    def __init__(self, channels: int, num_branches: int, hidden: int, members: int = 1) -> None:
         super().__init__()
-        self.reduce = Linear(channels, hidden, bias=False)
-        self.norm = ChannelsLastBatchNorm(hidden, activation="relu")
-        self.expand = Linear(hidden, num_branches, bias=False, activation="sigmoid")
+        self.reduce = Linear(channels, hidden, bias=False, members=members)
+        self.norm = ChannelsLastBatchNorm(hidden, activation="relu", members=members)
+        self.expand = Linear(hidden, num_branches, bias=False, activation="sigmoid", members=members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.expand(self.norm(self.reduce(x)))
@@ -95,52 +99,61 @@ class BranchGate(nn.Module):
 class MLP(nn.Module):
     """fc2(GELU(fc1(x))), plus a residual added inside fc2's product."""
 
-    def __init__(self, channels: int, hidden: int) -> None:
+    def __init__(self, channels: int, hidden: int, members: int = 1) -> None:
         super().__init__()
-        self.fc1 = Linear(channels, hidden, activation="gelu")
-        self.fc2 = Linear(hidden, channels)
+        self.fc1 = Linear(channels, hidden, activation="gelu", members=members)
+        self.fc2 = Linear(hidden, channels, members=members)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         return self.fc2(self.fc1(x), residual=residual)
 
 
 class MotionGuidedBlock(nn.Module):
-    def __init__(self, config: ModelConfig, drop_path: float) -> None:
+    def __init__(self, config: ModelConfig, drop_path: float | Sequence[float], members: int = 1) -> None:
+        """`drop_path`: the block's rate, or each of the K members' rates."""
         super().__init__()
         channels = config.embed_dim
         quarter = channels // 4
+        k = members
         self.config = config
         self.quarter = quarter
-        self.norm1 = nn.LayerNorm(channels)
-        self.mapping = Linear(channels, channels)
+        self.members = members
+        self.norm1 = LayerNorm(channels, members=k)
+        self.mapping = Linear(channels, channels, members=k)
         if config.skeleton_branch:
-            self.joint_mixing = _trunc_normal(config.groups, config.graph_joints, config.graph_joints)
+            self.joint_mixing = _trunc_normal(k * config.groups, config.graph_joints, config.graph_joints)
         if config.temporal_branch:
-            k = config.temporal_kernel
-            self.temporal_conv = TemporalConv(quarter, quarter, k, padding=k // 2, groups=config.groups)
+            kernel = config.temporal_kernel
+            self.temporal_conv = TemporalConv(quarter, quarter, kernel, padding=kernel // 2, groups=config.groups,
+                                              members=k)
         needs_motion = config.motion_branch or config.msm != "off" or config.mtm
-        self.motion = MotionBranch(2 * quarter) if needs_motion else None
-        self.msm = SkeletalModulation(2 * quarter, config.graph_joints, config.msm) if config.msm != "off" else None
-        self.mtm = TemporalModulation(2 * quarter) if config.mtm else None
+        self.motion = MotionBranch(2 * quarter, members=k) if needs_motion else None
+        self.msm = (None if config.msm == "off"
+                    else SkeletalModulation(2 * quarter, config.graph_joints, config.msm, members=k)
+                    if config.msm in ("released", "graph")
+                    else registry.build("msm", config.msm, members=k, channels=2 * quarter,
+                                        num_joints=config.graph_joints))
+        self.mtm = (TemporalModulation(2 * quarter, members=k) if config.mtm is True
+                    else registry.build("mtm", config.mtm, members=k, channels=2 * quarter) if config.mtm else None)
 
         # Branch order in the gate and the merge is the release's: temporal, skeleton, motion.
         widths = [quarter if config.temporal_branch else 0, quarter if config.skeleton_branch else 0,
                   2 * quarter if config.motion_branch else 0]
         self.widths = [w for w in widths if w]
-        self.gate = BranchGate(sum(widths), len(self.widths), channels // 4)
-        self.merge = Linear(sum(widths), channels, bias=False)
-        self.merge_norm = ChannelsLastBatchNorm(channels, activation="gelu")
-        self.proj = Linear(channels, channels)
-        self.norm2 = nn.LayerNorm(channels)
-        self.mlp = MLP(channels, int(channels * config.mlp_ratio))
+        self.gate = BranchGate(sum(widths), len(self.widths), channels // 4, members=k)
+        self.merge = Linear(sum(widths), channels, bias=False, members=k)
+        self.merge_norm = ChannelsLastBatchNorm(channels, activation="gelu", members=k)
+        self.proj = Linear(channels, channels, members=k)
+        self.norm2 = LayerNorm(channels, members=k)
+        self.mlp = MLP(channels, int(channels * config.mlp_ratio), members=k)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self.quarter
+        q, k = self.quarter, self.members
         # split, not three slices: its backward is one concatenation, where each slice's zero-fills a full buffer.
-        u_skeleton, u_temporal, u_motion = self.mapping(self.norm1(x)).split((q, q, 2 * q), dim=-1)
+        u_skeleton, u_temporal, u_motion = split_members(self.mapping(self.norm1(x)), (q, q, 2 * q), k)
         motion = self.motion(u_motion) if self.motion is not None else None
-        gate_in, merge_in = Concat(x, self.widths), Concat(x, self.widths)
+        gate_in, merge_in = Concat(x, self.widths, k), Concat(x, self.widths, k)
         slots = iter(gate_in.slots)
         branches: list[torch.Tensor] = []  # what the gate sees (modulated where modulation is on)
         raw: list[torch.Tensor] = []  # what the gate weights multiply in the release (unmodulated)
@@ -159,8 +172,13 @@ class MotionGuidedBlock(nn.Module):
 
         weights = self.gate(gate_in.join(branches))
         chosen = branches if self.config.modulated_fusion else raw
-        merged = merge_in.join([torch.mul(w.unsqueeze(-1), b, out=out)
-                                for w, b, out in zip(weights.unbind(-1), chosen, merge_in.slots)])
+        if k == 1:
+            weighted = [torch.mul(w.unsqueeze(-1), b, out=out)
+                        for w, b, out in zip(weights.unbind(-1), chosen, merge_in.slots)]
+        else:  # member k's weight of branch b multiplies member k's channels of b
+            weighted = [(w.unsqueeze(-1) * b.unflatten(-1, (k, -1))).flatten(-2)
+                        for w, b in zip(weights.unflatten(-1, (k, -1)).unbind(-1), chosen)]
+        merged = merge_in.join(weighted)
         merged = self.merge_norm(self.merge(merged))
         x = self.drop_path.add_to(x, self.proj, merged)
         return self.drop_path.add_to(x, self.mlp, self.norm2(x))

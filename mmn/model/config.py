@@ -1,8 +1,11 @@
 """`ModelConfig`: every switch of MMN as plain data. The defaults are the release's MA-52 joint model."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from . import registry
 
 MSM_CHOICES = ("released", "graph", "off")
 POS_ENC_CHOICES = ("stpe", "learned", "sinusoidal", "none")
@@ -59,7 +62,7 @@ class ModelConfig:
     fusion_dropout: float = 0.1
     head_dropout: float = 0.1
     msm: str = "released"  # released: per-joint gain; graph: true joint mixing; off
-    mtm: bool = True
+    mtm: bool | str = True  # or the name of a registered module (mmn.model.registry)
     modulated_fusion: bool = False  # the release gates the unmodulated branch outputs
     skeleton_branch: bool = True
     temporal_branch: bool = True
@@ -82,10 +85,14 @@ class ModelConfig:
         if name in _POSITIVE_INTEGERS:
             need(is_integer(value) and value >= 1, f"model.{name} must be a positive integer, got {value!r}")
             need(name != "temporal_kernel" or value % 2 == 1, f"model.temporal_kernel must be odd, got {value}")
+        elif name in registry.SLOTS and registry.is_registered(name, value):
+            pass  # a user's module (mmn.model.registry), imported because the user asked for it
         elif name in _CHOICES:
-            need(value in _CHOICES[name], f"model.{name}={value!r} is not one of {', '.join(_CHOICES[name])}")
+            need(value in _CHOICES[name], f"model.{name}={value!r} is not one of {', '.join(_CHOICES[name])}"
+                 + registry.hint(name, value))
         elif name in _SWITCHES:
-            need(isinstance(value, bool), f"model.{name} must be true or false, got {value!r}")
+            need(isinstance(value, bool),
+                 f"model.{name} must be true or false, got {value!r}" + registry.hint(name, value))
         elif name == "num_scales":
             need(is_integer(value) and 1 <= value <= 4, f"model.num_scales must be 1, 2, 3 or 4, got {value!r}")
         else:  # mlp_ratio and the rates
@@ -140,3 +147,18 @@ class ModelConfig:
         if unknown:
             raise ConfigError(f"unknown model option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+def fused_config(configs: Sequence[ModelConfig]) -> ModelConfig:
+    """The first of K configs that one fused model (trial packs) can run: all but their rates must agree, since the
+    members share every shape and code path; the rates (`drop_path`, `fusion_dropout`, `head_dropout`) are each
+    member's own."""
+    if not configs:
+        raise ValueError("a fused model needs at least one config")
+    first = configs[0].to_dict()
+    for config in configs[1:]:
+        for name, value in config.to_dict().items():
+            if name not in _RATES and value != first[name]:
+                raise ConfigError(f"pack members differ in model.{name} ({first[name]!r} vs {value!r}); pack only "
+                                  f"trials that differ in {', '.join(_RATES)} or in training options")
+    return configs[0]

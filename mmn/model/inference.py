@@ -55,6 +55,8 @@ def fuse_for_inference(model: MMN) -> InferenceMMN:
     """An eval-only copy of `model` with its current weights folded; `model` itself is left untouched."""
     if isinstance(model, InferenceMMN):
         return model
+    if model.members != 1:
+        raise ValueError(f"cannot fold a fused model of {model.members} members: fold each member's own MMN")
     network = _copy(model).eval()
     for module in list(network.modules()):  # listed first: folding replaces BatchNorms
         if hasattr(module, "fuse"):

@@ -8,11 +8,14 @@ as plain PyTorch ops.
 
 The fused oneDNN ops have no autograd formulas, so they run only with autograd off. With it on, the product runs
 through `_OneDnnLinear`, an autograd function of its own, and the activation and residual add as plain ops.
+
+A fused model of K members (trial packs, `mmn.pack`) holds member k's channels at [k·C, (k+1)·C) of the last axis.
+Its convolutions are grouped convolutions, and its linear maps per-member products: `grouped_linear`, whose
+implementation `GROUPED_LINEAR` selects.
 """
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 from torch.nn import functional as F
@@ -43,23 +46,6 @@ def _has_onednn_ops() -> bool:
 
 
 ONEDNN = _has_onednn_ops()  # whether the oneDNN ops run here and agree with the plain ops
-_plain = False  # set by plain_ops(): the oneDNN ops and _OneDnnLinear have no vmap rules
-
-
-@contextlib.contextmanager
-def plain_ops() -> Iterator[None]:
-    """Within it, every call runs as plain PyTorch ops, as under torch.func.vmap (trial packs) they must."""
-    global _plain
-    before, _plain = _plain, True
-    try:
-        yield
-    finally:
-        _plain = before
-
-
-def plain() -> bool:
-    """Whether plain_ops() is on: then the model's own autograd functions give way to composed ops too."""
-    return _plain
 
 
 def autocast_on(x: torch.Tensor) -> bool:
@@ -68,7 +54,7 @@ def autocast_on(x: torch.Tensor) -> bool:
 
 
 def _onednn_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    return (ONEDNN and not _plain and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+    return (ONEDNN and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
             and not autocast_on(x))
 
 
@@ -141,3 +127,46 @@ def temporal_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         out = ACTIVATIONS[activation](F.conv2d(first, weight, bias, stride=(stride, 1), padding=(padding, 0),
                                                groups=groups))
     return out.permute(0, 2, 3, 1)
+
+
+def _grouped_bmm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, members: int) -> torch.Tensor:
+    rows = x.reshape(-1, members, x.shape[-1] // members).transpose(0, 1)  # (K, rows, in)
+    weights = weight.view(members, -1, weight.shape[-1]).transpose(1, 2)  # (K, in, out)
+    out = torch.bmm(rows, weights) if bias is None else torch.baddbmm(bias.view(members, 1, -1), rows, weights)
+    return out.transpose(0, 1).reshape(*x.shape[:-1], weight.shape[0])
+
+
+def _grouped_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, members: int) -> torch.Tensor:
+    # (rows, K·in) viewed as (1, K·in, rows, 1), channels_last as the temporal convs: a 1×1 conv with K groups.
+    first = x.reshape(-1, x.shape[-1]).t()[None, :, :, None]
+    out = F.conv2d(first, weight[:, :, None, None], bias, groups=members)
+    return out[0, :, :, 0].t().reshape(*x.shape[:-1], weight.shape[0])
+
+
+def _grouped_einsum(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, members: int) -> torch.Tensor:
+    rows = x.reshape(-1, members, x.shape[-1] // members)
+    out = torch.einsum("rki,koi->rko", rows, weight.view(members, -1, weight.shape[-1])).flatten(1)
+    return (out if bias is None else out + bias).view(*x.shape[:-1], weight.shape[0])
+
+
+def _grouped_loop(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, members: int) -> torch.Tensor:
+    # One product per member, each on the solo model's kernel (oneDNN on a CPU): K launches, no batched product.
+    biases = bias.chunk(members) if bias is not None else [None] * members
+    return torch.cat([trainable_linear(part, w, b)
+                      for part, w, b in zip(x.chunk(members, dim=-1), weight.chunk(members), biases)], dim=-1)
+
+
+GROUPED_LINEARS: dict[str, Callable[..., torch.Tensor]] = {
+    "bmm": _grouped_bmm, "conv": _grouped_conv, "einsum": _grouped_einsum, "loop": _grouped_loop,
+}
+# Which of GROUPED_LINEARS grouped_linear runs. On a 2-core CPU (docs/performance.md) bmm and einsum tie, loop
+# trails them and conv runs at about half their speed.
+GROUPED_LINEAR = "bmm"
+
+
+def grouped_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, members: int) -> torch.Tensor:
+    """Each member's own linear map: x (..., K·in) holds member k's inputs at [k·in, (k+1)·in), weight (K·out, in)
+    and bias (K·out) the members' weights stacked; the output (..., K·out) holds member k's at [k·out, (k+1)·out)."""
+    if GROUPED_LINEAR not in GROUPED_LINEARS:
+        raise ValueError(f"kernels.GROUPED_LINEAR={GROUPED_LINEAR!r} is not one of {', '.join(GROUPED_LINEARS)}")
+    return GROUPED_LINEARS[GROUPED_LINEAR](x, weight, bias, members)

@@ -11,13 +11,16 @@ gradient of the loss with respect to y, given g = ∂L/∂ŷ, is
     ∂L/∂y = (g − mean(g))/s − ŷ·Σ(g·ŷ)/((n − 1)·σ)
 
 where mean and Σ run over the same n positions.
+
+With K members (trial packs), y holds member k's q channels at [k·q, (k+1)·q) and [γ, β] member k's 2q at
+[k·2q, (k+1)·2q): the standardisation is per channel anyway, and γ and β are each member's halves.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .kernels import autocast_on, plain
+from .kernels import autocast_on
 from .layers import ChannelsLastBatchNorm, Linear, TemporalConv, batch_norm_affine
 
 EPS = 1e-6  # the release's, added to the std
@@ -40,45 +43,55 @@ def standardise(y: torch.Tensor) -> torch.Tensor:
     return (centred / (std + EPS)).view_as(y)
 
 
+def _halves(gamma_beta: torch.Tensor, members: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """γ and β of [γ, β] (N, T, V, K·2q), each (N, T, V, K, q): every member's own halves."""
+    per_member = gamma_beta.unflatten(-1, (members, -1))
+    return per_member.chunk(2, dim=-1)
+
+
 class _Modulate(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, y: torch.Tensor, gamma_beta: torch.Tensor) -> torch.Tensor:
-        q = y.shape[-1]
+    def forward(ctx, y: torch.Tensor, gamma_beta: torch.Tensor, members: int) -> torch.Tensor:
         centred, std = centre(y)
         inv = (std + EPS).reciprocal()
         y_hat = centred.mul_(inv).view_as(y)
-        gain = gamma_beta[..., :q] + 1.0
+        gamma, beta = _halves(gamma_beta, members)
+        gain = gamma + 1.0
         ctx.save_for_backward(y_hat, gain, std, inv)
-        return torch.addcmul(gamma_beta[..., q:], y_hat, gain)
+        ctx.members = members
+        return torch.addcmul(beta, y_hat.unflatten(-1, (members, -1)), gain).flatten(-2)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         y_hat, gain, std, inv = ctx.saved_tensors
-        n, t, v, q = y_hat.shape
+        n, t, v, c = y_hat.shape
+        k = ctx.members
         grad = grad.contiguous()
         grad_y = grad_gamma_beta = None
         if ctx.needs_input_grad[1]:
-            grad_gamma_beta = grad.new_empty(n, t, v, 2 * q)
-            torch.mul(grad, y_hat, out=grad_gamma_beta[..., :q])
-            grad_gamma_beta[..., q:] = grad
+            grad_gamma_beta = grad.new_empty(n, t, v, k, 2 * (c // k))
+            per_member = grad.view(n, t, v, k, -1)
+            torch.mul(per_member, y_hat.view_as(per_member), out=grad_gamma_beta[..., :c // k])
+            grad_gamma_beta[..., c // k:] = per_member
+            grad_gamma_beta = grad_gamma_beta.flatten(-2)
         if ctx.needs_input_grad[0]:
-            g = (grad * gain).view(n, t * v, q)
-            flat_hat = y_hat.view(n, t * v, q)
+            g = (grad.view_as(gain) * gain).view(n, t * v, c)
+            flat_hat = y_hat.view(n, t * v, c)
             g_mean = g.mean(dim=1, keepdim=True)
             g_dot = (g * flat_hat).sum(dim=1, keepdim=True)
             grad_y = torch.addcmul(-g_mean * inv, g, inv)
             grad_y.addcmul_(flat_hat, g_dot / ((t * v - 1) * std), value=-1.0)
-            grad_y = grad_y.view(n, t, v, q)
-        return grad_y, grad_gamma_beta
+            grad_y = grad_y.view(n, t, v, c)
+        return grad_y, grad_gamma_beta, None
 
 
-def modulate(y: torch.Tensor, gamma_beta: torch.Tensor) -> torch.Tensor:
-    """standardise(y)·(1 + γ) + β for y (N, T, V, q) and gamma_beta = [γ, β] (N, T, V, 2q)."""
-    if autocast_on(y) or plain():
-        # Mixed dtypes under autocast, or vmap (trial packs): autograd tracks the composed ops instead.
-        q = y.shape[-1]
-        return standardise(y) * (1.0 + gamma_beta[..., :q]) + gamma_beta[..., q:]
-    return _Modulate.apply(y.contiguous(), gamma_beta)
+def modulate(y: torch.Tensor, gamma_beta: torch.Tensor, members: int = 1) -> torch.Tensor:
+    """standardise(y)·(1 + γ) + β for y (N, T, V, q) and gamma_beta = [γ, β] (N, T, V, 2q); with K members, y
+    (N, T, V, K·q) and gamma_beta (N, T, V, K·2q), each member's [γ, β] side by side."""
+    if autocast_on(y):  # mixed dtypes: autograd tracks the composed ops instead
+        gamma, beta = _halves(gamma_beta, members)
+        return (standardise(y).unflatten(-1, (members, -1)) * (1.0 + gamma) + beta).flatten(-2)
+    return _Modulate.apply(y.contiguous(), gamma_beta, members)
 
 
 class Modulation(nn.Module):
@@ -95,6 +108,7 @@ class Modulation(nn.Module):
     """
 
     norm: ChannelsLastBatchNorm | None
+    members: int
 
     @property
     def guidance_map(self) -> Linear | TemporalConv:
@@ -110,7 +124,7 @@ class Modulation(nn.Module):
         into `out` where one is given."""
         h = self.guidance(motion)
         if self.norm is not None:
-            return modulate(y, self.norm(h))
+            return modulate(y, self.norm(h), self.members)
         q = y.shape[-1]
         centred, std = centre(y)
         inv = (std + EPS).reciprocal().unsqueeze(1)  # (N, 1, 1, q), per sample and channel
@@ -121,6 +135,8 @@ class Modulation(nn.Module):
     @torch.no_grad()
     def fuse(self) -> None:
         """Folds the eval-mode BatchNorm into the modulation and the tanh into a sigmoid (see the class)."""
+        if self.members != 1:
+            raise ValueError("cannot fold a fused model of several members: fold each member's own MMN")
         layer = self.guidance_map
         layer.weight.mul_(2.0)
         layer.bias.mul_(2.0)
@@ -143,32 +159,37 @@ class SkeletalModulation(Modulation):
     follows.
     """
 
-    def __init__(self, channels: int, num_joints: int, mode: str) -> None:
+    def __init__(self, channels: int, num_joints: int, mode: str, members: int = 1) -> None:
         super().__init__()
         self.mode = mode
-        self.adjacency = nn.Parameter(torch.eye(num_joints))
-        self.fc = Linear(channels, channels, activation="tanh")
-        self.norm = ChannelsLastBatchNorm(channels)
+        self.members = members
+        self.adjacency = nn.Parameter(torch.eye(num_joints).repeat(members, 1))  # K members' (V, V) stacked
+        self.fc = Linear(channels, channels, activation="tanh", members=members)
+        self.norm = ChannelsLastBatchNorm(channels, members=members)
 
     @property
     def guidance_map(self) -> Linear:
         return self.fc
 
     def guidance(self, motion: torch.Tensor) -> torch.Tensor:
+        k, joints = self.members, self.adjacency.shape[1]
+        per_member = motion.unflatten(-1, (k, -1))  # (N, T, V, K, C)
+        adjacency = self.adjacency.view(k, joints, joints)
         if self.mode == "released":
-            guided = motion * self.adjacency.sum(0).unsqueeze(-1)
+            guided = per_member * adjacency.sum(1).t().unsqueeze(-1)  # member k's column sums (V, K, 1)
         else:
-            guided = torch.einsum("ntwc,vw->ntvc", motion, self.adjacency)
-        return self.fc(guided)
+            guided = torch.einsum("ntwkc,kvw->ntvkc", per_member, adjacency)
+        return self.fc(guided.flatten(-2))
 
 
 class TemporalModulation(Modulation):
     """MTM: the temporal branch's modulation, guided through a temporal conv."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, members: int = 1) -> None:
         super().__init__()
-        self.conv = TemporalConv(channels, channels, 3, padding=1, activation="tanh")
-        self.norm = ChannelsLastBatchNorm(channels)
+        self.members = members
+        self.conv = TemporalConv(channels, channels, 3, padding=1, activation="tanh", members=members)
+        self.norm = ChannelsLastBatchNorm(channels, members=members)
 
     @property
     def guidance_map(self) -> TemporalConv:

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The trial-pack checks of issue #17 on a CUDA GPU, torch only (no Ray needed), in under 10 minutes:
+#   1. the CUDA tests: a pack equals its members run alone (tests/test_cuda.py), fit_pack trains on CUDA with amp
+#      and validates all members in one fused forward (tests/test_fit_pack.py, whose CPU tests then run on CUDA too);
+#   2. benchmarks/pack_throughput.py: aggregate training throughput of packs of 1-16 members, fp32 and bf16, for two
+#      implementations of the members' linear maps, against one solo trial;
+#   3. how many members of the paper model mmn.pack.members_that_fit lets one pack have on this GPU.
+#
+#   bash benchmarks/gpu_pack_check.sh
+set -euo pipefail
+python -c "import torch; print(f'GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}')"
+
+echo "== 1. CUDA tests"
+python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_pack.py tests/test_fit_pack.py || true
+
+echo "== 2. pack throughput"
+python benchmarks/pack_throughput.py --device cuda --members 1,2,4,8,16 --seconds 1.5 --linear bmm,conv
+
+echo "== 3. members of the paper model that fit"
+python - <<'PY'
+import torch
+from mmn.config import RunConfig, apply_overrides, with_budget
+from mmn.pack import members_that_fit
+for amp in (False, True):
+    config = apply_overrides(with_budget(RunConfig(), "paper"), {"train.amp": amp})
+    print(f"paper model, batch {config.train.batch_size}, amp {amp}: {members_that_fit(config, torch.device('cuda'))} "
+          f"members within 80% of the free memory")
+PY
