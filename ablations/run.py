@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -19,11 +20,13 @@ import yaml
 from mmn.config import (BUDGETS, DATASETS, MODALITIES, ConfigError, IncompatibleOptions, RunConfig, apply_overrides,
                         check_value, flatten, parse_assignments, with_budget)
 from mmn.data.formats import DataFormatError
+from mmn.model.registry import RegistryError, import_user_modules
 
 from .console import console
 from .expand import base_overrides
 from .loggers import TRACKERS
-from .spec import DEFAULT_GPUS_PER_TRIAL, Spec, SpecError, check_seeds, list_specs, load_spec
+from .spec import (DEFAULT_GPUS_PER_TRIAL, SeedsUntilDecided, Spec, SpecError, check_seeds, check_seeds_until_decided,
+                   list_specs, load_spec)
 
 if TYPE_CHECKING:
     from .runner import Outcome, RunOptions
@@ -54,8 +57,26 @@ def _positive(kind: type) -> Any:
     return parse
 
 
-def _seeds(text: str) -> int | list[int]:
-    """`3` means seeds 1..3; `1,5,7` names them; checked like a spec's `seeds:`."""
+def _pack(text: str) -> str | int:
+    """`--pack`: auto, off, or members per pack (1 is off)."""
+    if text in ("auto", "off"):
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"takes auto, off or a number of members (e.g. 4), got {text!r}")
+
+
+def _seeds(text: str) -> int | list[int] | SeedsUntilDecided:
+    """`3` means seeds 1..3; `1,5,7` names them; `3..10` adds seeds 4..10 until decided (ablations.rounds); checked
+    like a spec's `seeds:`."""
+    if ".." in text:
+        low, _, high = text.partition("..")
+        if not (low.isdigit() and high.isdigit()):
+            raise argparse.ArgumentTypeError(f"--seeds MIN..MAX takes two counts, e.g. 3..10, got {text}")
+        until = check_seeds_until_decided({"min": int(low), "max": int(high), "until": "decided"})
+        if isinstance(until, str):
+            raise argparse.ArgumentTypeError(until)
+        return until
     try:
         value: int | list[int] = [int(s) for s in text.split(",")] if "," in text else int(text)
     except ValueError:
@@ -107,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=DATASETS, help="data set layout (default: the spec's, ma52)")
     parser.add_argument("--data-root", help="folder with real data files (default: built-in synthetic MA-52)")
     parser.add_argument("--modality", choices=MODALITIES)
-    parser.add_argument("--seeds", type=_seeds, help="number of seeds (3 → 1,2,3) or a list (1,5,7)")
+    parser.add_argument("--seeds", type=_seeds,
+                        help="number of seeds (3 → 1,2,3), a list (1,5,7), or MIN..MAX (3..10: seeds 1..3, then one "
+                             "more per round for each variant not yet decided against the reference)")
     parser.add_argument("--epochs", type=_positive(int), help="epochs per trial (overrides the budget)")
     parser.add_argument("--samples", type=_positive(int), help="search samples per variant, for specs that tune")
     parser.add_argument("--address", help="join a running Ray cluster (e.g. auto); default: start Ray locally")
@@ -117,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(default: the spec's, else {DEFAULT_GPUS_PER_TRIAL['paper']:g} under paper, only "
                              f"where the cluster has GPUs; none under quick)")
     parser.add_argument("--max-concurrent", type=_positive(int), help="at most this many trials at once")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="FILE",
+                        help="a .py file or module that registers your own model modules, for trials that name them "
+                             "(docs/custom.md); repeatable; a spec can list them under imports:")
+    parser.add_argument("--pack", type=_pack, default="auto",
+                        help="train trials that differ only in seed, learning rate and such as one fused model: auto "
+                             "(on GPUs up to 8 a pack; on CPUs not), off, or members per pack (default auto)")
     parser.add_argument("--storage", default="runs", help="experiments folder, NFS path or s3:// URI (default runs)")
     parser.add_argument("--name", help="experiment folder name (default: the spec's name)")
     parser.add_argument("--resume", action="store_true",
@@ -146,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _print_plan(spec: Spec, options: RunOptions) -> None:
     from .resources import trial_resources
+    from .rounds import seeds_until_decided
     from .runner import plan_experiment, search_samples
 
     plans = plan_experiment(spec, options)
@@ -154,6 +184,11 @@ def _print_plan(spec: Spec, options: RunOptions) -> None:
                                           options.cpus_per_trial, options.gpus_per_trial) for has_gpus in (True, False))
     print(f"{spec.name}: {spec.description}")
     print(f"budget {options.budget}; {len(plans)} trials; metric {spec.metric} ({spec.mode})")
+    rule = seeds_until_decided(spec, options)
+    if rule is not None:
+        first_round = len({plan.variant_key for plan in plans}) * rule.min
+        print(f"{rule}: {first_round} trials in the first round, then one seed more per round for each variant not "
+              f"decided against the reference (and for the reference); the {len(plans)} trials below at most")
     if with_gpus == without:
         print(f"each trial gets {with_gpus}, whether or not the cluster has GPUs")
     else:
@@ -167,6 +202,24 @@ def _print_plan(spec: Spec, options: RunOptions) -> None:
     width = max(len(p.trial_key) for p in plans)
     for plan in plans:
         print(f"  {plan.trial_key:<{width}}  {plan.config_hash}")
+    _print_packs(plans, options.pack, with_gpus.gpu > 0, without.gpu > 0)
+
+
+def _print_packs(plans: list, choice: str | int, gpu_with: bool, gpu_without: bool) -> None:
+    """The trial packs (--pack) where the cluster has GPUs and where it has none, when they differ from single
+    trials; the final trials of a tuned spec are packed alike once their configs are known."""
+    from .packing import pack_size, plan_packs
+
+    places = ([("where the cluster has GPUs", gpu_with), ("where it has none", gpu_without)]
+              if pack_size(choice, gpu_with) != pack_size(choice, gpu_without) else [("", gpu_with)])
+    for where, on_gpu in places:
+        packs = plan_packs(plans, pack_size(choice, on_gpu))
+        if len(packs) == len(plans):
+            print(f"trial packs (--pack {choice}){' ' * bool(where)}{where}: none, each trial alone")
+            continue
+        print(f"trial packs (--pack {choice}){' ' * bool(where)}{where}: {len(packs)} Tune trials")
+        for pack in packs:
+            print(f"  {pack.name}: {', '.join(m.trial_key for m in pack.members)}")
 
 
 def _print_config(spec: Spec, options: RunOptions) -> None:
@@ -243,18 +296,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print("error: name an experiment (python -m ablations.run --list shows them)", file=sys.stderr)
         return 2
+    from .interrupt import Interrupted
     from .runner import RunOptions, StaleResults, run_experiment
     from .storage import StorageError
 
+    ranged = args.seeds if isinstance(args.seeds, SeedsUntilDecided) else None  # --seeds MIN..MAX
     try:
+        imports = tuple(str(Path(i).resolve()) if i.endswith(".py") or "/" in i else i for i in args.imports)
+        import_user_modules(imports)  # before the spec: its factors may name the modules they register
         spec = load_spec(experiment)
         options = RunOptions(
             budget=args.budget, dataset=args.dataset, data_root=args.data_root, modality=args.modality,
-            seeds=args.seeds, epochs=args.epochs, samples=args.samples, address=args.address,
+            seeds=args.seeds if ranged is None else list(ranged.seeds), until=ranged, epochs=args.epochs,
+            samples=args.samples, address=args.address,
             cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             max_concurrent=args.max_concurrent, storage=args.storage, name=args.name,
             overrides=parse_assignments(assignments), stale=args.stale,
-            log=tuple(args.log), force_spec=args.force_spec)
+            log=tuple(args.log), force_spec=args.force_spec, pack=args.pack, imports=imports)
         _check_overrides(spec, options)
         _warn_shadowed(spec, options.overrides)
         if args.print_config:
@@ -265,7 +323,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         with console(args.level):
             outcome = run_experiment(spec, options)
-    except (SpecError, ConfigError, DataFormatError, FileNotFoundError, StorageError, StaleResults) as error:
+    except Interrupted as stop:  # Ctrl-C or SIGTERM: the trials are stopped; say what was kept and how to go on
+        print(stop.message, file=sys.stderr)
+        return stop.exit_status
+    except (SpecError, ConfigError, DataFormatError, FileNotFoundError, StorageError, StaleResults,
+            RegistryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except OSError as error:  # e.g. the data cache on a full disk, an unreadable file

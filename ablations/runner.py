@@ -32,6 +32,7 @@ from typing import Any, Mapping
 import optuna
 import pyarrow.fs as pafs
 import ray
+import torch
 import yaml
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
@@ -42,8 +43,7 @@ from ray.tune.search.optuna import OptunaSearch
 from mmn.atomic import write_bytes, write_text
 from mmn.data.formats import read_split
 from mmn.data.synthetic import ensure_synthetic, split_counts
-from mmn.folders import EXPERIMENT, EXPERIMENT_FORMAT, RESULT, SPEC_AS_RUN, STUDY, record_paths
-from mmn.layouts import get_layout
+from mmn.folders import CHECKPOINT, EXPERIMENT, EXPERIMENT_FORMAT, RESULT, SPEC_AS_RUN, STUDY, TRIAL_STATE, record_paths
 from mmn.provenance import code_fingerprint, data_fingerprint
 from search_spaces import load_search_space
 
@@ -53,11 +53,14 @@ from .expand import TrialPlan, base_overrides, build_config, expand, resolve_see
 from .loggers import check_trackers, tracker_callbacks
 from .progress import TrialProgress
 from .resources import TrialResources, cpu_epoch_estimate, meant_for_gpus, trial_resources
-from .spec import Spec, SpecError
+from .rounds import run_rounds, seeds_until_decided
+from .spec import SeedsUntilDecided, Spec, SpecError
 from .storage import Location, cannot_write, check_experiment_name, check_format, locate, read_json, \
     write_experiment_json
+from .interrupt import Interrupted, SignalStop, stop_on_signals
 from .lock import driver_lock
-from .trainable import StagingCleanup, TrialContext, planned_trial, run_trial, trial_params
+from .packing import pack_size, plan_packs
+from .trainable import PACK, StagingCleanup, TrialContext, planned_trial, run_trial, trial_params
 
 
 @dataclass
@@ -67,6 +70,7 @@ class RunOptions:
     data_root: str | None = None
     modality: str | None = None
     seeds: int | list[int] | None = None
+    until: SeedsUntilDecided | None = None  # --seeds MIN..MAX: seeds 1..MAX added until decided (ablations.rounds)
     epochs: int | None = None
     samples: int | None = None
     address: str | None = None
@@ -80,6 +84,8 @@ class RunOptions:
     stale: str | None = None  # finished results of other code or data: "rerun", "keep", or None to refuse them
     log: tuple[str, ...] = ()  # trackers besides TensorBoard: "wandb", "mlflow" (ablations.loggers)
     force_spec: bool = False  # replace the experiment.json of another spec under this name
+    pack: str | int = "auto"  # trial packs: auto, off, or members per pack (ablations.packing)
+    imports: tuple[str, ...] = ()  # the user's modules named by --import, imported already (mmn.model.registry)
 
     def cli_overrides(self) -> dict[str, Any]:
         values = {"data.dataset": self.dataset, "data.root": self.data_root, "data.modality": self.modality,
@@ -148,12 +154,37 @@ def _rank(record: Mapping[str, Any], fingerprints: Mapping[str, str] | None) -> 
 
 
 def _latest_checkpoint(experiment: Location, folder: str) -> str | None:
+    """The folder of the newest complete checkpoint of the trial whose record is in `folder`, to continue from.
+
+    Newest first: the trial's own (`state/`, written atomically after every epoch; in the experiment folder when it
+    is local), then the copies Ray made (`checkpoint_*`), which a killed copy can leave torn; for a pack's member (its
+    folder inside the pack's) its part of the pack's. On local storage the first that loads is taken; on an object
+    store, the first that exists."""
+    parent, member = folder.rsplit("/", 1)
+    candidates = [f"{folder}/{TRIAL_STATE}", f"{parent}/{TRIAL_STATE}/{member}",
+                  *reversed(_checkpoints(experiment, folder)),
+                  *(f"{c}/{member}" for c in reversed(_checkpoints(experiment, parent)))]
+    for candidate in candidates:
+        path = f"{candidate}/{CHECKPOINT}"
+        if experiment.fs.get_file_info(path).type != pafs.FileType.File:
+            continue
+        if experiment.is_local and not _loads(path):
+            continue
+        return candidate if experiment.is_local else f"{experiment.uri.split('://')[0]}://{candidate}"
+    return None
+
+
+def _loads(path: str) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - torn or foreign: any failure means not this one
+        return False
+    return True
+
+
+def _checkpoints(experiment: Location, folder: str) -> list[str]:
     infos = experiment.fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True))
-    checkpoints = sorted(i.path for i in infos if i.type == pafs.FileType.Directory
-                         and i.base_name.startswith("checkpoint_"))
-    if not checkpoints:
-        return None
-    return checkpoints[-1] if experiment.is_local else f"{experiment.uri.split('://')[0]}://{checkpoints[-1]}"
+    return sorted(i.path for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_"))
 
 
 def plan_experiment(spec: Spec, options: RunOptions) -> list[TrialPlan]:
@@ -225,6 +256,9 @@ def _process_settings() -> Iterator[None]:
         # Tune's newer console output prints a box and a TensorBoard hint into Ray's temp folder even when told to
         # be silent; the older one is silent at verbose=0. -v keeps the newer one, tables and all.
         "RAY_AIR_NEW_OUTPUT": os.environ.get("RAY_AIR_NEW_OUTPUT", "1" if verbose() else "0"),
+        # Ctrl-C is ours (ablations.interrupt): Tune's handler would list the running trials as failed and advise
+        # Tuner.restore, where a rerun of the same command resumes.
+        "TUNE_DISABLE_SIGINT_HANDLER": "1",
     }
     # Optuna announces each Tune invocation's new study; the runner's own lines say what runs (-v shows it).
     optuna_log = logging.getLogger("optuna")
@@ -357,7 +391,10 @@ def _storage_problem(experiment: Location) -> str | None:
 
 
 def _trial_name(trial: Any, context: TrialContext) -> str:
-    """A planned trial's key (msm=off,mtm=true,seed=1) in Tune's table; a tuning trial's variant and Tune's id."""
+    """A planned trial's key (msm=off,mtm=true,seed=1) in Tune's table, a pack's name (ablations.packing); a tuning
+    trial's variant and Tune's id."""
+    if PACK in trial.config:
+        return trial.config[PACK]
     if context.phase == "tune":
         return f"{trial.config['variant_key']},{trial.trial_id}"
     return planned_trial(trial.config, context.planned).trial_key
@@ -395,17 +432,16 @@ class _OptunaSearch(OptunaSearch):
         super().on_trial_complete(trial_id, result, error)
 
 
-def _planned_space(plans: list[TrialPlan]) -> dict[str, Any]:
+def _planned_space(points: list[dict[str, Any]]) -> dict[str, Any]:
     """Each factor and the seed as a Tune choice over the values the planned trials take: the searcher makes them
     Optuna parameters (so Optuna's views and importances show the factors), and Tune's progress table shows them
     as columns, which it does only for a space given to the Tuner, not for a searcher's define-by-run space."""
-    points = [trial_params(plan) for plan in plans]
     return {name: tune.choice(list(dict.fromkeys(point[name] for point in points))) for name in points[0]}
 
 
-def _grid_search_alg(plans: list[TrialPlan], experiment: Location, spec: Spec, study: str) -> Any:
+def _grid_search_alg(points: list[dict[str, Any]], experiment: Location, spec: Spec, study: str) -> Any:
     """Optuna over the planned trials, each enqueued once (Ray's points_to_evaluate) with its parameters."""
-    return _OptunaSearch(sampler=_PlannedOnly(), points_to_evaluate=[trial_params(plan) for plan in plans],
+    return _OptunaSearch(sampler=_PlannedOnly(), points_to_evaluate=points,
                          metric=spec.metric, mode=spec.mode, storage=_journal(experiment), study_name=study)
 
 
@@ -417,38 +453,71 @@ def run_experiment(spec: Spec, options: RunOptions) -> Outcome:
     # before anything is written
     check_experiment_name(name, "--name" if options.name is not None else "the spec's name:")
     check_trackers(options.log)  # a missing package stops the run before anything is written
-    with _process_settings():
+    with _process_settings(), stop_on_signals() as stop:
         experiment = locate(options.storage, name)
         check_format(experiment)
         plans = plan_experiment(spec, options)  # an impossible variant stops here, before anything is written
-        with driver_lock(experiment):  # a second driver stops here, before it writes anything
-            previous = _previous_record(experiment)
-            _check_same_experiment(experiment, previous, spec, options.force_spec)
-            record = _record_experiment(experiment, spec, options, name, previous)
-            clips = _prepare_data(plans[0])
-            fingerprints = {CODE: code_fingerprint(), DATA: data_fingerprint(plans[0].config.data)}
-            # A grid's trials are known now, so stale results are refused before Ray starts; a search's final trials
-            # are known once it has tuned.
-            todo = None if spec.search is not None else _unfinished(plans, experiment, fingerprints, options.stale)
-            started_ray = _init_ray(options)
-            try:
-                resources = _trial_resources(spec, options, plans[0], clips)
-                context = _trial_context(spec, options, name, fingerprints, resources)
-                if todo is None:
-                    plans = _tune_then_take_best(plans, spec, options, experiment, context)
-                    todo = _unfinished(plans, experiment, fingerprints, options.stale)
-                _record_kept_stale(experiment, record, todo.kept_stale)
-                if len(todo.plans) < len(plans):
-                    _say(f"{len(plans) - len(todo.plans)} of {len(plans)} trials already finished in "
-                         f"{experiment.uri}: skipping them")
-                if todo.plans:
-                    phase = "final" if spec.search is not None else "grid"
-                    _run_planned(replace(context, phase=phase, planned={p.trial_key: p for p in todo.plans},
-                                         resume_from=todo.resume_from), spec, options, experiment)
-            finally:
-                if started_ray:
-                    ray.shutdown()
-            return _outcome(plans, len(plans) - len(todo.plans), experiment, fingerprints, todo.kept_stale)
+        try:
+            return _run_locked(spec, options, name, experiment, plans, stop)
+        except KeyboardInterrupt:  # Ray has stopped the trials and the lock is released: say what was kept
+            raise Interrupted(stop.signum, _interrupted_message(experiment)) from None
+
+
+def _run_locked(spec: Spec, options: RunOptions, name: str, experiment: Location, plans: list[TrialPlan],
+                stop: SignalStop) -> Outcome:
+    """The run itself, holding the experiment's driver lock."""
+    with driver_lock(experiment):  # a second driver stops here, before it writes anything
+        previous = _previous_record(experiment)
+        _check_same_experiment(experiment, previous, spec, options.force_spec)
+        record = _record_experiment(experiment, spec, options, name, previous)
+        clips = _prepare_data(plans[0])
+        user_modules = (*options.imports, *spec.imports)  # edited, they make earlier results stale too
+        fingerprints = {CODE: code_fingerprint(user_modules=user_modules),
+                        DATA: data_fingerprint(plans[0].config.data)}
+        # A grid's trials are known now, so stale results are refused before Ray starts; a search's final trials
+        # are known once it has tuned.
+        todo = None if spec.search is not None else _unfinished(plans, experiment, fingerprints, options.stale)
+        started_ray = _init_ray(options)
+        stop.install()
+        try:
+            resources = _trial_resources(spec, options, plans[0], clips)
+            context = _trial_context(spec, options, name, fingerprints, resources)
+            if todo is None:
+                plans = _tune_then_take_best(plans, spec, options, experiment, context)
+                todo = _unfinished(plans, experiment, fingerprints, options.stale)
+            _record_kept_stale(experiment, record, todo.kept_stale)
+            if len(todo.plans) < len(plans):
+                _say(f"{len(plans) - len(todo.plans)} of {len(plans)} trials already finished in "
+                     f"{experiment.uri}: skipping them")
+            phase = "final" if spec.search is not None else "grid"
+
+            def run(batch: list[TrialPlan]) -> None:
+                _run_planned(replace(context, phase=phase, planned={p.trial_key: p for p in batch},
+                                     resume_from=todo.resume_from), spec, options, experiment)
+
+            rule = seeds_until_decided(spec, options)
+            if rule is not None:  # the seeds each variant needs, round by round
+                plans = run_rounds(plans, rule, spec, todo.plans, run, lambda: scan_results(experiment, fingerprints))
+                used = {p.config_hash for p in plans}
+                todo = replace(todo, plans=[p for p in todo.plans if p.config_hash in used])
+            elif todo.plans:
+                run(todo.plans)
+        finally:
+            if started_ray:
+                ray.shutdown()
+        return _outcome(plans, len(plans) - len(todo.plans), experiment, fingerprints, todo.kept_stale)
+
+
+def _interrupted_message(experiment: Location) -> str:
+    """What an interrupted run leaves, counted from the trial records: how many finished, how many a rerun
+    continues from a checkpoint, and how many it starts over."""
+    records = scan_results(experiment).values()
+    finished = sum(1 for r in records if r.get("status") == "finished")
+    unfinished = [r for r in records if r.get("status") == "running"]  # a worker stopped mid-way leaves "running"
+    resumable = sum(1 for r in unfinished if _latest_checkpoint(experiment, r["_dir"]))
+    over = f", {len(unfinished) - resumable} will start over" if len(unfinished) > resumable else ""
+    return (f"interrupted: {finished} finished trials kept; {resumable} will resume from their last checkpoint"
+            f"{over}; rerun the same command (or with --resume)")
 
 
 def _trial_context(spec: Spec, options: RunOptions, name: str, fingerprints: Mapping[str, str],
@@ -462,7 +531,8 @@ def _trial_context(spec: Spec, options: RunOptions, name: str, fingerprints: Map
         variant_values={variant_key(v): v for v in variant_list},
         resources=resources.request(), threads=max(1, int(resources.cpu)),
         tune_seed=tuning_seed(resolve_seeds(spec, options.budget, options.seeds)),
-        fingerprints=dict(fingerprints), command=tuple(sys.argv))
+        fingerprints=dict(fingerprints), command=tuple(sys.argv),
+        imports=tuple(dict.fromkeys((*options.imports, *spec.imports))))
 
 
 @dataclass
@@ -520,8 +590,15 @@ def _run_planned(context: TrialContext, spec: Spec, options: RunOptions, experim
     # Each invocation gets its own study: the grid of what is left differs from run to run.
     label = f"{context.phase}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     plans = list(context.planned.values())
-    search = _grid_search_alg(plans, experiment, spec, f"{context.experiment}/{label}")
-    _tune(context, search, len(plans), spec, options, experiment, label, param_space=_planned_space(plans))
+    packs = plan_packs(plans, pack_size(options.pack, context.resources["gpu"] > 0))
+    if len(packs) < len(plans):  # a Tune trial per pack, each member in its own folder inside the pack's
+        _say(f"as {len(packs)} trial packs of up to {max(len(p.members) for p in packs)} members (--pack)")
+        context = replace(context, packs={pack.name: pack.members for pack in packs})
+        points = [{PACK: pack.name} for pack in packs]
+    else:
+        points = [trial_params(plan) for plan in plans]
+    search = _grid_search_alg(points, experiment, spec, f"{context.experiment}/{label}")
+    _tune(context, search, len(points), spec, options, experiment, label, param_space=_planned_space(points))
 
 
 def _outcome(plans: list[TrialPlan], skipped: int, experiment: Location, fingerprints: Mapping[str, str],
@@ -698,7 +775,7 @@ def _prepare_data(plan: TrialPlan) -> tuple[int, int] | None:
     # Read and validate the splits once here: bad files (wrong joints, labels out of range, a corrupt or
     # code-carrying pickle) stop the run with one line, instead of failing every trial on every retry.
     started = time.perf_counter()
-    layout = get_layout(data.dataset)
+    layout = data.skeleton()
     train, val = (len(read_split(data.root, split, layout, data.format)) for split in ("train", "val"))
     _say(f"data in {data.root} checked: {train} train and {val} val clips ({time.perf_counter() - started:.1f}s)")
     return train, val

@@ -12,16 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from analysis.cli import DEFAULT_MARGIN, MIN_PAIRED_SEEDS
 from mmn.config import BUDGETS, MAX_SEED, ConfigError, check_key, check_value, valid_keys
 from mmn.folders import RECORDED_METRICS
 from mmn.suggest import closest
 from mmn.yamlfile import YamlError, YamlMap, line_of, load_yaml
+from mmn.model.registry import RegistryError, import_user_modules
 from search_spaces import SearchSpaceError, load_search_space
 
 SPEC_DIR = Path(__file__).resolve().parent
 SCHEDULERS = ("asha",)
-_TOP_LEVEL = ("name", "description", "base", "factors", "rules", "exclude", "reference", "seeds", "metric", "mode",
-              "budgets", "search", "resources", "ensembles")
+_TOP_LEVEL = ("name", "description", "imports", "base", "factors", "rules", "exclude", "reference", "seeds", "metric",
+              "mode", "budgets", "search", "resources", "ensembles")
 STREAM_FACTOR = "data.modality"  # ensembles fuse models trained on different values of this factor
 _RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial")
 # The GPU share a trial asks for under each budget where neither the spec nor the command line names one, and only
@@ -29,6 +31,49 @@ _RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial")
 # docs/performance.md#trials-per-gpu), hence half a GPU under paper. quick is meant for a CPU.
 DEFAULT_GPUS_PER_TRIAL = {"paper": 0.5, "quick": 0.0}
 MAX_SEEDS = 1_000  # seeds per variant at most: a typo (100000000) fails at once instead of filling memory
+
+
+@dataclass(frozen=True)
+class SeedsUntilDecided:
+    """`seeds: {min: 3, max: 10, until: decided, margin: 0.5}`: seeds 1..min for every variant, then one more seed
+    per round for each variant whose comparison with the reference is undecided (and for the reference), up to max
+    (ablations.rounds). `margin`: the equivalence margin in the metric's points."""
+
+    min: int
+    max: int
+    margin: float = DEFAULT_MARGIN
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """Every seed a variant may get: 1..max."""
+        return tuple(range(1, self.max + 1))
+
+    def __str__(self) -> str:
+        return f"seeds {self.min}..{self.max} until decided (margin {self.margin:g})"
+
+
+_UNTIL_KEYS = ("min", "max", "until", "margin")
+
+
+def check_seeds_until_decided(value: Mapping[str, Any]) -> SeedsUntilDecided | str:
+    """`{min, max, until: decided, margin}` as SeedsUntilDecided; or, when it is not one, what is wrong."""
+    unknown = [key for key in value if key not in _UNTIL_KEYS]
+    if unknown:
+        close = closest(str(unknown[0]), _UNTIL_KEYS)
+        hint = f"did you mean {close!r}?" if close else "allowed: " + ", ".join(_UNTIL_KEYS)
+        return f"unknown seeds field {unknown[0]!r} ({hint})"
+    if value.get("until") != "decided" or "min" not in value or "max" not in value:
+        return (f"seeds as a mapping is {{min: 3, max: 10, until: decided, margin: {DEFAULT_MARGIN:g}}} (margin "
+                f"optional), got {dict(value)!r}")
+    low, high, margin = value["min"], value["max"], value.get("margin", DEFAULT_MARGIN)
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (low, high)):
+        return f"seeds min and max must be whole numbers, got {low!r} and {high!r}"
+    if not MIN_PAIRED_SEEDS <= low <= high <= MAX_SEEDS:
+        return (f"seeds need {MIN_PAIRED_SEEDS} <= min <= max <= {MAX_SEEDS} (a decision needs {MIN_PAIRED_SEEDS} "
+                f"seeds of each variant), got min {low}, max {high}")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < float("inf"):
+        return f"seeds margin must be a positive number of points, got {margin!r}"
+    return SeedsUntilDecided(low, high, float(margin))
 
 
 def check_seeds(value: Any) -> tuple[int, ...] | str:
@@ -71,6 +116,7 @@ class Budget:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] | None = None
     samples: int | None = None
+    until: SeedsUntilDecided | None = None  # seeds until decided under this budget (its seeds are 1..max)
 
 
 @dataclass(frozen=True)
@@ -105,6 +151,8 @@ class Spec:
     search: Search | None
     resources: Mapping[str, Resources]  # budget name → what its trials ask for
     ensembles: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # name → {stream: weight}
+    until: SeedsUntilDecided | None = None  # seeds until decided (then `seeds` are 1..max)
+    imports: tuple[str, ...] = ()  # the user's modules, as resolved paths or module names (mmn.model.registry)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data (what experiment.json records)."""
@@ -114,13 +162,14 @@ class Spec:
             "factor_labels": {f.key: f.label for f in self.factors},
             "rules": [{"when": dict(r.when), "set": dict(r.set)} for r in self.rules],
             "exclude": [dict(e) for e in self.exclude], "reference": dict(self.reference), "seeds": list(self.seeds),
-            "metric": self.metric, "mode": self.mode,
+            "until": _until_dict(self.until), "metric": self.metric, "mode": self.mode,
             "budgets": {n: {"overrides": dict(b.overrides), "seeds": list(b.seeds) if b.seeds else None,
-                            "samples": b.samples} for n, b in self.budgets.items()},
+                            "samples": b.samples, "until": _until_dict(b.until)} for n, b in self.budgets.items()},
             "search": None if self.search is None else {"space": self.search.space, "samples": self.search.samples,
                                                         "scheduler": self.search.scheduler},
             "resources": {n: {"cpus_per_trial": r.cpus, "gpus_per_trial": r.gpus} for n, r in self.resources.items()},
             "ensembles": {name: dict(weights) for name, weights in self.ensembles.items()},
+            "imports": list(self.imports),
         }
 
     def varied_keys(self) -> dict[str, str]:
@@ -128,6 +177,11 @@ class Spec:
         varied = {f.key: f"factor {f.label}" for f in self.factors}
         varied.update({key: "a rule" for rule in self.rules for key in rule.set if key not in varied})
         return varied
+
+
+def _until_dict(until: SeedsUntilDecided | None) -> dict[str, Any] | None:
+    return None if until is None else {"min": until.min, "max": until.max, "until": "decided",
+                                       "margin": until.margin}
 
 
 def _show(variant: Mapping[str, Any]) -> str:
@@ -207,6 +261,7 @@ class _Parser:
             if required not in data:
                 raise SpecError(f"{self.path}: missing required field {required!r}")
         name = str(data["name"])
+        imports = self.imports(data)  # first: the factors may name the modules they register
         base = self.config_keys(data.get("base") or {}, "base")
         factors = self.factors(data["factors"])
         by_key = {f.key: f for f in factors}
@@ -216,7 +271,7 @@ class _Parser:
         if set(reference) != set(by_key):
             raise self.fail(data, "reference", f"reference must give a value for every factor: {', '.join(by_key)}")
         self.grid_left(data, factors, exclude, reference)
-        seeds = self.seeds(data, "seeds", data.get("seeds", [1]))
+        seeds, until = self.seeds(data, "seeds", data.get("seeds", [1]))
         metric = data.get("metric", "val_top1")
         if metric not in RECORDED_METRICS:
             raise self.fail(data, "metric", f"metric {metric!r} is not one of {', '.join(RECORDED_METRICS)}")
@@ -229,7 +284,21 @@ class _Parser:
         resources = self.resources(data.get("resources") or {})
         return Spec(name=name, description=str(data.get("description", "")).strip(), path=self.path, base=base,
                     factors=factors, rules=rules, exclude=exclude, reference=reference, seeds=seeds, metric=metric,
-                    mode=mode, budgets=budgets, search=search, resources=resources, ensembles=ensembles)
+                    mode=mode, budgets=budgets, search=search, resources=resources, ensembles=ensembles, until=until,
+                    imports=imports)
+
+    def imports(self, data: YamlMap) -> tuple[str, ...]:
+        """The spec's `imports:`: .py files (relative to the spec's folder) or module names, imported now so that
+        their modules are registered before the factors are checked; resolved, as the trials import them."""
+        names = data.get("imports") or []
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise self.fail(data, "imports", "imports must be a list of .py files or module names, e.g. [my_mtm.py]")
+        resolved = [str((self.path.parent / n).resolve()) if n.endswith(".py") or "/" in n else n for n in names]
+        try:
+            import_user_modules(resolved)
+        except RegistryError as error:
+            raise self.fail(data, "imports", str(error)) from None
+        return tuple(resolved)
 
     def resources(self, data: Any) -> dict[str, Resources]:
         """Per budget: the values given for every budget, then the budget's own, e.g.
@@ -325,11 +394,17 @@ class _Parser:
             raise self.fail(data, None, "each rule is {when: {factor: value}, set: {config key: value}}")
         return Rule(self.condition(data["when"], factors, "rule when"), self.config_keys(data["set"], "rule set"))
 
-    def seeds(self, where: Any, key: str, value: Any) -> tuple[int, ...]:
+    def seeds(self, where: Any, key: str, value: Any) -> tuple[tuple[int, ...], SeedsUntilDecided | None]:
+        """The seeds, and the rule that adds them round by round where `value` is {min, max, until: decided}."""
+        if isinstance(value, dict):
+            until = check_seeds_until_decided(value)
+            if isinstance(until, str):
+                raise self.fail(where, key, until)
+            return until.seeds, until
         seeds = check_seeds(value)
         if isinstance(seeds, str):
             raise self.fail(where, key, seeds)
-        return seeds
+        return seeds, None
 
     def budgets(self, data: Any) -> dict[str, Budget]:
         budgets = {}
@@ -342,9 +417,10 @@ class _Parser:
             samples = entry.get("samples")
             if samples is not None and not (isinstance(samples, int) and samples >= 1):
                 raise self.fail(entry, "samples", f"samples must be a positive integer, got {samples!r}")
+            seeds, until = self.seeds(entry, "seeds", entry["seeds"]) if "seeds" in entry else (None, None)
             budgets[name] = Budget(
                 overrides=self.config_keys(entry.get("overrides") or {}, f"budgets.{name}.overrides"),
-                seeds=self.seeds(entry, "seeds", entry["seeds"]) if "seeds" in entry else None, samples=samples)
+                seeds=seeds, samples=samples, until=until)
         return budgets
 
     def search(self, data: Any) -> Search:

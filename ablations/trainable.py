@@ -8,6 +8,7 @@ in `TrialContext` through the object store. Each trial's record (mmn.folders.RES
 """
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -21,12 +22,14 @@ from ray import tune
 
 from mmn.atomic import write_bytes
 from mmn.folders import CHECKPOINT, RECORDED_METRICS, TRIAL_STATE
+from mmn.model.registry import import_user_modules
 from mmn.provenance import provenance
-from mmn.train import TrainingDiverged, fit
+from mmn.train import PackMember, TrainingDiverged, fit, fit_pack
 
 from .expand import TrialPlan, build_config
 
 SEED = "train.seed"  # the seed's name among a planned trial's parameters, beside the factors' dotted keys
+PACK = "pack"  # a pack trial's one parameter: the pack's name
 
 
 @dataclass(frozen=True)
@@ -39,11 +42,13 @@ class TrialContext:
     phase: str = "grid"  # grid (every variant × seed), tune (search samples) or final (the best, on every seed)
     planned: Mapping[str, TrialPlan] = field(default_factory=dict)  # trial key → its plan (grid and final phases)
     resume_from: Mapping[str, str] = field(default_factory=dict)  # config hash → checkpoint folder of a past run
+    packs: Mapping[str, tuple[TrialPlan, ...]] = field(default_factory=dict)  # name → members (ablations.packing)
     resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})  # each trial's request
     threads: int = 1
     tune_seed: int = 1
     fingerprints: Mapping[str, str] = field(default_factory=dict)  # code_fingerprint, data_fingerprint
     command: tuple[str, ...] = ()  # the driver's command line
+    imports: tuple[str, ...] = ()  # the user's modules to import before building a config (mmn.model.registry)
 
 
 def trial_params(plan: TrialPlan) -> dict[str, Any]:
@@ -59,14 +64,15 @@ def planned_trial(config: Mapping[str, Any], planned: Mapping[str, TrialPlan]) -
     raise KeyError(f"no planned trial has the parameters {dict(config)}")
 
 
-def _restore(checkpoint_dir: Path, config_hash: str, context: TrialContext) -> None:
+def _restore(checkpoint_dir: Path, config_hash: str, context: TrialContext, member: str = "") -> None:
     """Seed the trial's checkpoint folder from Ray (a retried trial) or from an interrupted earlier run.
 
     Ray copies checkpoints into storage without a rename, so one can be torn (the disk filled up, the copy was
-    killed); such a file is dropped and the trial starts over, instead of failing on it at every retry."""
+    killed); such a file is dropped and the trial starts over, instead of failing on it at every retry. A pack's
+    checkpoint holds one folder per `member`."""
     target = checkpoint_dir / CHECKPOINT
     try:
-        _copy_checkpoint(checkpoint_dir, config_hash, context)
+        _copy_checkpoint(checkpoint_dir, config_hash, context, member)
         if target.exists():
             torch.load(target, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable checkpoint means: start over
@@ -75,11 +81,13 @@ def _restore(checkpoint_dir: Path, config_hash: str, context: TrialContext) -> N
         target.unlink(missing_ok=True)
 
 
-def _copy_checkpoint(checkpoint_dir: Path, config_hash: str, context: TrialContext) -> None:
+def _copy_checkpoint(checkpoint_dir: Path, config_hash: str, context: TrialContext, member: str) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            write_bytes(checkpoint_dir / CHECKPOINT, (Path(folder) / CHECKPOINT).read_bytes())
+            source = Path(folder) / member / CHECKPOINT
+            if source.exists():  # a pack's member that had not saved an epoch yet has none
+                write_bytes(checkpoint_dir / CHECKPOINT, source.read_bytes())
         return
     source = context.resume_from.get(config_hash)
     if source:
@@ -107,7 +115,62 @@ def _given() -> dict[str, Any]:
     return {"cpu": granted.get("CPU", 0), "gpu": granted.get("GPU", 0), "gpu_ids": list(ray.get_gpu_ids())}
 
 
+def _extra(context: TrialContext, variant_key: str, variant: Mapping[str, Any], sampled: Mapping[str, Any],
+           device: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """What a trial's record says besides the training: experiment, variant, trial id, resources, provenance."""
+    trial_context = tune.get_context()
+    return {"experiment": context.experiment, "trial_id": trial_context.get_trial_id(),
+            "node_id": ray.get_runtime_context().get_node_id(), "variant": dict(variant), "variant_key": variant_key,
+            "search": {"phase": context.phase, "sampled": dict(sampled)} if sampled or context.phase == "tune"
+            else None, "resources": dict(given), **context.fingerprints,
+            "provenance": provenance(device, context.command)}
+
+
+def _no_cuda_warning(given: Mapping[str, Any], device: str) -> None:
+    if given["gpu"] and device == "auto" and not torch.cuda.is_available():
+        print(f"[ablations] Ray gave this trial GPU {given['gpu_ids']} but torch sees no CUDA device (a CPU build of "
+              f"torch {torch.__version__}?): it trains on the CPU", file=sys.stderr)
+
+
+def _run_pack(name: str, context: TrialContext) -> None:
+    """A pack trial: its members train as one fused model (mmn.train.fit_pack), each into its own folder inside the
+    pack's; one checkpoint per epoch holds every member's; Tune hears the members' mean metrics."""
+    plans = context.packs[name]
+    state = Path(tune.get_context().get_trial_dir()) / TRIAL_STATE
+    results_root, given = _result_dir(), _given()
+    members = []
+    for plan in plans:
+        config = build_config(context.budget, {**plan.overrides, "train.threads": context.threads},
+                              f"trial {plan.variant_key}")
+        folder = member_folder(plan.trial_key)
+        checkpoint_dir = state / folder
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        _restore(checkpoint_dir, config.hash(), context, folder)
+        extra = {**_extra(context, plan.variant_key, plan.variant, plan.sampled, config.train.device, given),
+                 "pack": {"name": name, "members": [p.trial_key for p in plans]}}
+        members.append(PackMember(config, checkpoint_dir, results_root / folder, extra))
+    _no_cuda_warning(given, members[0].config.train.device)
+
+    def report(epoch: int, records: list[dict[str, Any]]) -> None:
+        means = {key: sum(r[key] for r in records) / len(records) for key in RECORDED_METRICS
+                 if all(key in r for r in records)}
+        tune.report({"epoch": epoch, **means, "members": len(records)},
+                    checkpoint=tune.Checkpoint.from_directory(str(state)))
+
+    results = fit_pack(members, on_epoch_end=report)
+    if all(r["status"] == "failed" for r in results):  # every member diverged: end as a diverged solo trial does
+        tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "diverged": True})
+
+
+def member_folder(trial_key: str) -> str:
+    """A pack member's folder name: its trial key, with what a filesystem cannot hold replaced."""
+    return re.sub(r"[^\w.,=+-]", "_", trial_key)[:200]
+
+
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
+    import_user_modules(context.imports)  # what the user named (--import, the spec's imports:), as the driver did
+    if PACK in config:
+        return _run_pack(config[PACK], context)
     if context.phase != "tune":  # grid or final phase: a planned trial
         plan = planned_trial(config, context.planned)
         variant_key, seed, variant, sampled = plan.variant_key, plan.seed, plan.variant, dict(plan.sampled)
@@ -130,14 +193,8 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         tune.report(record, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
     given = _given()
-    if given["gpu"] and run_config.train.device == "auto" and not torch.cuda.is_available():
-        print(f"[ablations] Ray gave this trial GPU {given['gpu_ids']} but torch sees no CUDA device (a CPU build of "
-              f"torch {torch.__version__}?): it trains on the CPU", file=sys.stderr)
-    extra = {"experiment": context.experiment, "trial_id": trial_context.get_trial_id(),
-             "node_id": ray.get_runtime_context().get_node_id(), "variant": dict(variant), "variant_key": variant_key,
-             "search": {"phase": context.phase, "sampled": sampled} if sampled or context.phase == "tune" else None,
-             "resources": given, **context.fingerprints,
-             "provenance": provenance(run_config.train.device, context.command)}
+    _no_cuda_warning(given, run_config.train.device)
+    extra = _extra(context, variant_key, variant, sampled, run_config.train.device, given)
     try:
         result = fit(run_config, on_epoch=report, checkpoint_dir=checkpoint_dir, out_dir=_result_dir(), extra=extra,
                      progress=False)

@@ -318,7 +318,7 @@ def test_disk_full_before_and_during_an_experiment(ray_session, small_disk, tmp_
 
 # --- many small trials ---------------------------------------------------------------------------------------------
 
-LOAD_TRIALS = 16  # benchmarks/load_500.py runs the same with 500 (each trial pays a fresh worker's start-up)
+LOAD_TRIALS = 10  # benchmarks/load_500.py runs the same with 500; each trial pays a fresh worker's start-up (~3 s)
 
 
 @pytest.mark.ray
@@ -370,7 +370,7 @@ def test_results_of_other_code_or_data_are_refused_then_kept_or_trained_again(ra
     monkeypatch.setattr(ablations_run, "_report", lambda outcome: None)
     # The code fingerprint the runner uses, pinned: the package is not edited in a test (and nobody else's edit
     # during the test should count). The data fingerprint is the real one until the data "changes".
-    monkeypatch.setattr(ablations_runner, "code_fingerprint", lambda: "code-a")
+    monkeypatch.setattr(ablations_runner, "code_fingerprint", lambda **_: "code-a")
     spec = tmp_path / "fp.yaml"
     spec.write_text("name: fp\nfactors:\n  model.mtm: [true]\nseeds: 1\n")
     folder = tmp_path / "runs" / "fp"
@@ -384,7 +384,7 @@ def test_results_of_other_code_or_data_are_refused_then_kept_or_trained_again(ra
     kept = _snapshot([first_path])
 
     # Other code and data: refused with one line, nothing run or written.
-    monkeypatch.setattr(ablations_runner, "code_fingerprint", lambda: "code-b")
+    monkeypatch.setattr(ablations_runner, "code_fingerprint", lambda **_: "code-b")
     monkeypatch.setattr(ablations_runner, "data_fingerprint", lambda data: "data-b")
     assert ablations_run.main(args) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
@@ -464,3 +464,29 @@ def test_git_state_of_a_checkout_and_none_without_git(tmp_path, monkeypatch):
     assert state(tmp_path / "sub") is None  # inside a checkout is not a checkout of these packages
     monkeypatch.setenv("PATH", "")
     assert state(tmp_path) is None  # no git at all: no git fields, no failure
+
+
+def test_a_rerun_continues_from_the_newest_checkpoint_that_loads(tmp_path):
+    # Ray copies checkpoints without a rename: a driver killed mid-copy leaves the newest torn (seen under load).
+    import torch
+
+    from ablations.runner import _latest_checkpoint
+    from ablations.storage import locate
+
+    experiment = locate(str(tmp_path), "exp")
+    trial = Path(experiment.path) / "grid" / "trial"
+    for name, size in (("checkpoint_000001", None), ("checkpoint_000002", 100)):
+        (trial / name).mkdir(parents=True)
+        torch.save({"epoch": 1}, trial / name / "checkpoint.pt")
+        if size:  # cut short, as a killed copy leaves it
+            (trial / name / "checkpoint.pt").write_bytes((trial / name / "checkpoint.pt").read_bytes()[:size])
+    assert _latest_checkpoint(experiment, str(trial)) == str(trial / "checkpoint_000001")
+    (trial / "state").mkdir()
+    torch.save({"epoch": 2}, trial / "state" / "checkpoint.pt")  # the trial's own, written atomically, newest
+    assert _latest_checkpoint(experiment, str(trial)) == str(trial / "state")
+    # A pack's member: its part of the pack's checkpoint.
+    member = trial / "member=a"
+    member.mkdir()
+    (trial / "checkpoint_000001" / "member=a").mkdir()
+    torch.save({"epoch": 1}, trial / "checkpoint_000001" / "member=a" / "checkpoint.pt")
+    assert _latest_checkpoint(experiment, str(member)) == str(trial / "checkpoint_000001" / "member=a")
