@@ -20,12 +20,15 @@ def test_every_shipped_spec_loads_and_expands():
                       "tune": 2, "streams": 4}
 
 
-def test_msm_mtm_quick_runs_four_variants_on_two_seeds():
-    plans = expand(load_spec("msm_mtm"), "quick")
-    assert len(plans) == 8 and len({p.config_hash for p in plans}) == 8
+def test_msm_mtm_quick_runs_four_variants_on_seeds_until_decided():
+    spec = load_spec("msm_mtm")
+    plans = expand(spec, "quick")
+    assert len(plans) == 20 and len({p.config_hash for p in plans}) == 20  # every seed up to max
     assert {(p.config.model.msm, p.config.model.mtm) for p in plans} == {
         ("released", True), ("released", False), ("off", True), ("off", False)}
-    assert {p.seed for p in plans} == {1, 2}
+    assert {p.seed for p in plans} == {1, 2, 3, 4, 5} and {p.config.train.epochs for p in plans} == {8}
+    until = spec.budgets["quick"].until
+    assert (until.min, until.max, until.margin) == (3, 5, 0.5)
 
 
 def test_rules_switch_dependent_options_and_exclude_drops_combinations():

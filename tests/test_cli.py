@@ -36,7 +36,7 @@ def test_run_takes_key_value_arguments_and_set(capsys: pytest.CaptureFixture[str
     # the factors vary, so they are each variant's, not shared
     assert "msm" not in shared["model"] and "seed" not in shared["train"]
     assert printed["variants"]["msm=off,mtm=false"] == {"model.msm": "off", "model.mtm": False}
-    assert len(printed["variants"]) == 4 and printed["seeds"] == [1, 2]
+    assert len(printed["variants"]) == 4 and printed["seeds"] == [1, 2, 3, 4, 5]  # seeds until decided: up to max
 
 
 def test_run_wants_the_experiment_before_overrides(capsys: pytest.CaptureFixture[str]) -> None:
