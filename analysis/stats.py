@@ -127,10 +127,8 @@ def compare(differences: Sequence[float] | pd.Series, test: str = "t", margin: f
         raise ValueError(f"unknown test {test!r}; valid tests: {', '.join(TESTS)}")
     d = np.asarray(differences, dtype=np.float64)
     d = d[~np.isnan(d)]
-    n = len(d)
-    mean = float(d.mean()) if n else np.nan
-    std = float(d.std(ddof=1)) if n >= 2 else np.nan
-    half = float(scipy_stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)) if n >= 2 else np.nan
+    summary = describe(d)  # n, mean, std and the paired t interval's half-width
+    n, mean, std, half = summary["n"], summary["mean"], summary["std"], summary["ci95"]
     low, high, p, p_equivalent = mean - half, mean + half, np.nan, np.nan
     if n >= MIN_PAIRED_SEEDS:
         if test == "t":

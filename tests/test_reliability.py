@@ -25,7 +25,7 @@ import torch
 
 from ablations import run as ablations_run
 from ablations import runner as ablations_runner
-from ablations.runner import RunOptions, plan_experiment
+from ablations.runner import RunOptions, _latest_checkpoint, _loads, plan_experiment
 from ablations.spec import load_spec
 from analysis import report as analysis_report
 from mmn import atomic as mmn_atomic
@@ -75,11 +75,8 @@ def _planned_hashes(spec_path: Path, epochs: int, seeds=None) -> set[str]:
 # --- the driver killed -------------------------------------------------------------------------------------------
 
 def _loadable(path: Path) -> bool:
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - missing or torn: not a checkpoint to resume from
-        return False
-    return True
+    """Whether a checkpoint is one to resume from (not missing, not torn), as the runner decides it."""
+    return path.exists() and _loads(str(path))
 
 
 def _alive(pid: int) -> bool:
@@ -468,9 +465,6 @@ def test_git_state_of_a_checkout_and_none_without_git(tmp_path, monkeypatch):
 
 def test_a_rerun_continues_from_the_newest_checkpoint_that_loads(tmp_path):
     # Ray copies checkpoints without a rename: a driver killed mid-copy leaves the newest torn (seen under load).
-    import torch
-
-    from ablations.runner import _latest_checkpoint
     from ablations.storage import locate
 
     experiment = locate(str(tmp_path), "exp")
