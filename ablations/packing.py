@@ -29,15 +29,6 @@ class PlannedPack:
     members: tuple[TrialPlan, ...]
 
 
-def parse_pack(text: str) -> str | int:
-    """`--pack`'s value: auto, off, or a number of members (1 is off)."""
-    if text in ("auto", "off"):
-        return text
-    if text.isdigit() and int(text) >= 1:
-        return int(text)
-    raise ValueError(f"--pack takes auto, off or a number of members (e.g. 4), got {text!r}")
-
-
 def pack_size(choice: str | int, on_gpu: bool) -> int:
     """Members per pack for `--pack choice`, for trials on a GPU or not."""
     if choice == "off":
