@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -302,8 +301,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ranged = args.seeds if isinstance(args.seeds, SeedsUntilDecided) else None  # --seeds MIN..MAX
     try:
-        imports = tuple(str(Path(i).resolve()) if i.endswith(".py") or "/" in i else i for i in args.imports)
-        import_user_modules(imports)  # before the spec: its factors may name the modules they register
+        imports = tuple(import_user_modules(args.imports))  # before the spec: its factors may name them
         spec = load_spec(experiment)
         options = RunOptions(
             budget=args.budget, dataset=args.dataset, data_root=args.data_root, modality=args.modality,

@@ -293,12 +293,10 @@ class _Parser:
         names = data.get("imports") or []
         if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
             raise self.fail(data, "imports", "imports must be a list of .py files or module names, e.g. [my_mtm.py]")
-        resolved = [str((self.path.parent / n).resolve()) if n.endswith(".py") or "/" in n else n for n in names]
         try:
-            import_user_modules(resolved)
+            return tuple(import_user_modules(names, base=self.path.parent))
         except RegistryError as error:
             raise self.fail(data, "imports", str(error)) from None
-        return tuple(resolved)
 
     def resources(self, data: Any) -> dict[str, Resources]:
         """Per budget: the values given for every budget, then the budget's own, e.g.

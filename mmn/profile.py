@@ -94,6 +94,13 @@ def seconds(work: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def _clips_per_s(step: Callable[[], object], device: torch.device, steps: int, clips: int) -> float:
+    """`clips` per step over the median of `steps` timed steps; the first step, untimed, warms up allocator and
+    kernels."""
+    times = [seconds(step, device) for _ in range(steps + 1)]
+    return clips / statistics.median(times[1:])
+
+
 def measure_throughput(model_or_config: nn.Module | ModelConfig, batch_size: int = 32, threads: int | None = None,
                        steps: int = 3) -> dict[str, float]:
     """Clips per second in training (forward, label-smoothing CE, backward, AdamW step) and in inference.
@@ -123,9 +130,8 @@ def measure_throughput(model_or_config: nn.Module | ModelConfig, batch_size: int
         with torch.inference_mode():
             (fuse_for_inference(model) if device.type == "cpu" else model)(x, index_t)
 
-    def clips_per_s(step: Callable[[], None]) -> float:
-        times = [seconds(step, device) for _ in range(steps + 1)]
-        return batch_size / statistics.median(times[1:])  # the first step warms up allocator and kernels
+    def clips_per_s(step: Callable[[], object]) -> float:
+        return _clips_per_s(step, device, steps, batch_size)
 
     with num_threads(threads):
         try:
@@ -154,8 +160,7 @@ def measure_pack_throughput(config: ModelConfig, members: int, batch_size: int =
     device = torch.device("cpu")
 
     def clips_per_s(step: Callable[[], object]) -> float:
-        times = [seconds(step, device) for _ in range(steps + 1)]
-        return members * batch_size / statistics.median(times[1:])
+        return _clips_per_s(step, device, steps, members * batch_size)
 
     with num_threads(threads):
         train = clips_per_s(lambda: pack.step(x, index_t, labels))

@@ -18,7 +18,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -143,13 +143,16 @@ def predict(model: torch.nn.Module, dataset: SkeletonDataset, device: torch.devi
         batch_size = min(batch_size, CPU_EVAL_BATCH)
         if isinstance(model, MMN):
             model = fuse_for_inference(model)
-    logits = []
     with torch.inference_mode(), (autocast or contextlib.nullcontext()):
-        for start in range(0, len(dataset), batch_size):
-            x, index_t, _ = _to_device(dataset.get_batch(np.arange(start, min(start + batch_size, len(dataset)))),
-                                       device)
-            logits.append(model(x, index_t).float().cpu())
+        logits = [model(x, index_t).float().cpu() for x, index_t in _in_order(dataset, batch_size, device)]
     return torch.cat(logits).numpy(), dataset.labels
+
+
+def _in_order(dataset: SkeletonDataset, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, ...]]:
+    """A split's clips in order, `batch_size` at a time, on `device`: (x, index_t) per batch, for evaluation."""
+    for start in range(0, len(dataset), batch_size):
+        x, index_t, _ = _to_device(dataset.get_batch(np.arange(start, min(start + batch_size, len(dataset)))), device)
+        yield x, index_t
 
 
 def save_predictions(path: str | Path, logits: np.ndarray, labels: np.ndarray, names: list[str]) -> Path:
@@ -334,10 +337,8 @@ def _predict_pack(pack: Pack, dataset: SkeletonDataset, device: torch.device, ba
     took: on a GPU one launch per layer serves all members (on a CPU each member's folded model is faster)."""
     started, members, logits = time.perf_counter(), len(pack), []
     with torch.inference_mode(), autocast:
-        for start in range(0, len(dataset), batch_size):
-            x, index_t, _ = _to_device(dataset.get_batch(np.arange(start, min(start + batch_size, len(dataset)))),
-                                       device)
-            stacked = (t.unsqueeze(0).expand(members, *t.shape).contiguous() for t in (x, index_t))
+        for batch in _in_order(dataset, batch_size, device):
+            stacked = (t.unsqueeze(0).expand(members, *t.shape).contiguous() for t in batch)
             logits.append(pack.eval_logits(*stacked).float().cpu())
     return torch.cat(logits, dim=1).numpy(), time.perf_counter() - started
 

@@ -26,6 +26,18 @@ EXAMPLE = ROOT / "docs" / "examples" / "se_mtm.py"
 SMALL = {"model.embed_dim": 16, "model.depth": 1, "model.num_scales": 1, "model.num_frames": 8}
 
 
+@pytest.fixture(autouse=True)
+def registry_as_it_was():
+    """What a test registers or imports is forgotten after it, so that other tests see the registry they expect."""
+    modules = {slot: dict(names) for slot, names in registry._modules.items()}
+    imported = dict(registry._imported)
+    yield
+    registry._modules.clear()
+    registry._modules.update(modules)
+    registry._imported.clear()
+    registry._imported.update(imported)
+
+
 def test_the_worked_example_trains_from_the_command_line_that_imports_it(tmp_path: Path) -> None:
     tiny = ["data.synthetic_clips_per_class=1", "model.num_frames=8", "model.embed_dim=16", "model.depth=1",
             "model.num_scales=1", "train.epochs=1", "train.warmup_epochs=0", "train.batch_size=8", "train.max_steps=2",

@@ -110,16 +110,18 @@ def hint(slot: str, name: Any) -> str:
 
 def import_user_modules(names: Sequence[str], base: Path | None = None) -> list[str]:
     """Import each of `names`, a .py file (relative to `base`, else the working folder) or an importable module, so
-    that its `register` calls run; returns what was imported, as given. A file imports once per process."""
+    that its `register` calls run. Returns them resolved (a file as its absolute path), as a Ray worker, whose
+    working folder differs, imports them again, and as module_files looks them up. A file imports once per process."""
     done = []
     for name in names:
         text = str(name)
         if text.endswith(".py") or "/" in text:
             path = Path(text) if Path(text).is_absolute() or base is None else base / text
             path = path.resolve()
+            resolved = str(path)
             if not path.is_file():
                 raise RegistryError(f"cannot import {text}: no such file ({path})")
-            if str(path) not in {str(p) for p in _imported.values()}:
+            if resolved not in _imported:
                 spec = importlib.util.spec_from_file_location(f"mmn_user_{path.stem}_{abs(hash(path)) % 10**8}", path)
                 module = importlib.util.module_from_spec(spec)
                 sys.modules[spec.name] = module
@@ -128,15 +130,16 @@ def import_user_modules(names: Sequence[str], base: Path | None = None) -> list[
                 except Exception as error:
                     del sys.modules[spec.name]
                     raise RegistryError(f"importing {text} failed: {type(error).__name__}: {error}") from error
-            _imported[text] = path
         else:
+            resolved = text
             try:
                 module = importlib.import_module(text)
             except ImportError as error:
                 raise RegistryError(f"cannot import {text}: {error} (name a .py file, or a module on the path)") \
                     from None
-            _imported[text] = Path(module.__file__ or text)
-        done.append(text)
+            path = Path(module.__file__ or text)
+        _imported[resolved] = path
+        done.append(resolved)
     return done
 
 
