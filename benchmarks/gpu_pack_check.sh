@@ -4,7 +4,11 @@
 #      and validates all members in one fused forward (tests/test_fit_pack.py, whose CPU tests then run on CUDA too);
 #   2. benchmarks/pack_throughput.py: aggregate training throughput of packs of 1-16 members, fp32 and bf16, for two
 #      implementations of the members' linear maps, against one solo trial;
-#   3. how many members of the paper model mmn.pack.members_that_fit lets one pack have on this GPU.
+#   3. how many members of the paper model mmn.pack.members_that_fit lets one pack have on this GPU;
+#   4. benchmarks/compile_step.py: short solo fits of the paper model, eager against train.compile=on (CUDA graphs),
+#      bf16 then fp32, a line as each fit ends; capped at 175 s (compiling the paper model took about 3 minutes in
+#      pack_throughput.py --cuda-graphs, so the later lines may be cut: run it alone for all four). train.compile's
+#      CUDA test, alone: python -m pytest -q tests/test_compile.py -m cuda
 #
 #   bash benchmarks/gpu_pack_check.sh
 set -euo pipefail
@@ -26,3 +30,7 @@ for amp in (False, True):
     print(f"paper model, batch {config.train.batch_size}, amp {amp}: {members_that_fit(config, torch.device('cuda'))} "
           f"members within 80% of the free memory")
 PY
+
+echo "== 4. solo fit, eager against train.compile=on"
+timeout 175 python -m benchmarks.compile_step --device cuda --epochs 3 --max-steps 20 --precisions bf16,fp32 \
+  || echo "compile step: stopped (status $?); the lines above are what it measured"

@@ -92,7 +92,8 @@ def _solo_step(config: RunConfig, device: torch.device, batch: int, autocast, gr
 def _pack_step(config: RunConfig, members: int, device: torch.device, batch: int, autocast):
     built = [_member(_config_seed(config, k), device) for k in range(members)]
     pack = Pack([b[0] for b in built], [b[1] for b in built], [b[2] for b in built],
-                [config.train.label_smoothing] * members)
+                [config.train.label_smoothing] * members,
+                [torch.Generator(device).manual_seed(k) for k in range(members)])  # own streams, as fit_pack's
     x, index_t, labels = _batch(config, members, batch, device)
 
     def step() -> None:

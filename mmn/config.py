@@ -20,6 +20,7 @@ from .suggest import closest
 
 DATASETS = tuple(LAYOUTS)
 OPTIMIZERS = ("adamw", "sgd")
+COMPILE_CHOICES = ("off", "on", "auto")  # train.compile (mmn.compiled)
 # Upper bounds that catch a typo (epochs=1e9) before a trial runs for years; documented in docs/reliability.md.
 MAX_EPOCHS = 10_000
 MAX_BATCH = 65_536
@@ -103,6 +104,7 @@ class TrainConfig:
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     eval_batch_size: int = 256
     max_steps: int = 0  # training steps per epoch at most (a rehearsal or smoke test); 0: whole epochs
+    compile: str = "off"  # off | on | auto (on CUDA only): torch.compile the solo training forward (mmn.compiled)
 
     def validate(self) -> None:
         for f in fields(self):
@@ -116,6 +118,8 @@ class TrainConfig:
         """One field's value, whatever the other fields are; ConfigError says what is wrong."""
         if name == "optimizer":
             _choice("train.optimizer", value, OPTIMIZERS)
+        elif name == "compile":
+            _choice("train.compile", value, COMPILE_CHOICES)
         elif name == "epochs":
             need(is_integer(value) and 1 <= value <= MAX_EPOCHS,
                  f"train.epochs must be an integer in [1, {MAX_EPOCHS}], got {value!r}")
@@ -147,8 +151,8 @@ class TrainConfig:
                  f"train.device must be auto, cpu, cuda or cuda:N, got {value!r}")
 
 
-# Fields that say where a run executes, not what it computes: they stay out of the config hash.
-_EXECUTION_FIELDS = {"train": ("device", "threads", "eval_batch_size")}
+# Fields that say where and how a run executes, not what it computes: they stay out of the config hash.
+_EXECUTION_FIELDS = {"train": ("device", "threads", "eval_batch_size", "compile")}
 # Fields added after results were recorded: at these defaults they stay out of the hash, so that every earlier
 # result keeps its hash (and is still found finished by a rerun).
 _ADDED_FIELDS = {"train": {"max_steps": 0}, "data": {"layout": None}}

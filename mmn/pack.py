@@ -14,9 +14,14 @@ summed loss's backward gives each member its own gradient, since no member's los
 A member's state dict is therefore its own tensors, but views: `torch.save` of a view writes the whole fused
 storage, so clone a member's state dict before saving it.
 
-Random layers (dropout, DropPath) use each member's own rates (members may differ in them) but draw from the
-process's one stream, not from each member's: a pack with such rates above zero trains correctly but is not step
-for step its members run alone. A member whose rates are all zero equals its solo run.
+Random layers (dropout, DropPath) use each member's own rates (members may differ in them). Given one generator
+per member (`generators`), each member draws its own masks from its own stream, in its solo layers' shapes and
+order, and a member at rate 0 draws nothing: a member whose generator starts where its solo run's process stream
+stands after building the model (mmn.train does that) draws exactly its solo run's masks, so on the CPU it is step
+for step its solo run, whoever else is in the pack. That costs K small draws per random layer and step, not one.
+(On CUDA each member still has its own stream, but a solo run's CUDA dropout is a fused kernel that draws
+differently, so it is not bit-equal there.) Without generators every member draws from the process's one stream:
+a member with rates above zero then trains correctly but is not its solo run.
 """
 from __future__ import annotations
 
@@ -49,14 +54,20 @@ class Pack:
     """K same-shaped models stepped together; `step` takes member-stacked batches and returns each member's loss."""
 
     def __init__(self, models: Sequence[MMN], optimizers: Sequence[torch.optim.Optimizer],
-                 schedulers: Sequence[torch.optim.lr_scheduler.LRScheduler], label_smoothing: Sequence[float]) -> None:
+                 schedulers: Sequence[torch.optim.lr_scheduler.LRScheduler], label_smoothing: Sequence[float],
+                 generators: Sequence[torch.Generator] | None = None) -> None:
+        """`generators`: one per member for its random layers to draw from (module docstring); None: the process's
+        stream."""
         if not (len(models) == len(optimizers) == len(schedulers) == len(label_smoothing)) or not models:
             raise ValueError("a pack needs one optimizer, scheduler and label smoothing per model, and a model")
+        if generators is not None and len(generators) != len(models):
+            raise ValueError(f"a pack of {len(models)} models got {len(generators)} generators: give one per model")
         shapes = [{name: tuple(t.shape) for name, t in m.state_dict().items()} for m in models]
         if any(s != shapes[0] for s in shapes[1:]):
             raise ValueError("pack members must have the same tensor shapes: pack only trials of one model variant")
         self.models, self.optimizers, self.schedulers = list(models), list(optimizers), list(schedulers)
         self.label_smoothing = list(label_smoothing)
+        self.generators = None if generators is None else list(generators)
         self._fuse()
 
     def _fuse(self) -> None:
@@ -64,6 +75,7 @@ class Pack:
         k = len(self.models)
         with torch.random.fork_rng(devices=[]):  # its random init, replaced next, leaves the process stream alone
             self.fused = MMN([m.config for m in self.models])
+        self.fused.use_generators(self.generators)
         members = [_tensors(m) for m in self.models]
         with torch.no_grad():
             for name, fused in _tensors(self.fused).items():
@@ -85,6 +97,8 @@ class Pack:
                 tensor.data = tensor.data.clone()
         for members in (self.models, self.optimizers, self.schedulers, self.label_smoothing):
             del members[index]
+        if self.generators is not None:
+            del self.generators[index]
         if self.models:
             self._fuse()
 

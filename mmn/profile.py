@@ -154,7 +154,9 @@ def measure_pack_throughput(config: ModelConfig, members: int, batch_size: int =
     models = [MMN(config) for _ in range(members)]
     optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.1) for m in models]
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1.0) for o in optimizers]
-    pack = Pack(models, optimizers, schedulers, [0.1] * members)
+    # each member its own random stream, as mmn.train.fit_pack gives them
+    pack = Pack(models, optimizers, schedulers, [0.1] * members,
+                [torch.Generator().manual_seed(k) for k in range(members)])
     inputs = [_inputs(config, batch_size, torch.device("cpu")) for _ in range(members)]
     x, index_t, labels = (torch.stack(parts) for parts in zip(*inputs))
     device = torch.device("cpu")

@@ -18,7 +18,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +32,7 @@ from tqdm import tqdm
 from .atomic import atomic_write, write_json
 from .checkpoint import CheckpointMismatch, load_checkpoint, save_checkpoint, save_weights
 from .cli import train_parser
+from .compiled import TrainingForward
 from .config import (BUDGETS, ConfigError, DataConfig, RunConfig, apply_overrides, flatten, parse_assignments,
                      with_budget)
 from .data import SkeletonDataset
@@ -51,7 +52,8 @@ from .yamlfile import YamlError, kind, load_yaml
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EDQUOT, errno.EFBIG}
 EpochCallback = Callable[[dict[str, Any], Path | None], None]
-PackEpochCallback = Callable[[int, list[dict[str, Any]]], None]  # epoch, the records of the members still training
+# epoch, each still-training member's record by its index in fit_pack's `members` → the indices of members to stop
+PackEpochCallback = Callable[[int, dict[int, dict[str, Any]]], Collection[int] | None]
 # The paper model evaluates at 34-36 clips/s in batches of 32-64 on 2 CPU cores, 23-24 in batches of 256 (whose
 # activations no longer fit in cache), 2026-12-04, AMD EPYC: train.eval_batch_size (256) is sized for GPUs.
 CPU_EVAL_BATCH = 64
@@ -192,10 +194,15 @@ class _Trial:
         self.best_epoch = 0
         self.elapsed_before = 0.0
         self.resumes: list[int] = []  # epochs after which an interrupted run was resumed
+        self.generator: torch.Generator | None = None  # a pack member's own stream for its random layers
 
-    def build(self, device: torch.device, steps_per_epoch: int) -> dict[str, Any] | None:
+    def build(self, device: torch.device, steps_per_epoch: int, own_stream: bool = False) -> dict[str, Any] | None:
         """The model (seeded as a solo run seeds it), its optimizer and schedule, resumed from the checkpoint
-        folder's state where there is one; returns that state."""
+        folder's state where there is one; returns that state.
+
+        The random layers continue their stream from the checkpoint: the process's, or with `own_stream` (a pack
+        member) the trial's own `generator`, which starts where a solo run's process stream would stand, so that
+        the member draws its solo run's masks (mmn.pack)."""
         train = self.config.train
         self.result["hardware"] = hardware(device)
         _seed_everything(train.seed)
@@ -206,9 +213,15 @@ class _Trial:
         self.optimizer = _make_optimizer(self.model, self.config)
         self.scheduler = warmup_cosine(self.optimizer, train.epochs * steps_per_epoch,
                                        train.warmup_epochs * steps_per_epoch, train.warmup_lr, train.min_lr)
+        # where a solo run's streams stand when its training starts (on CUDA the random layers draw on the device)
+        self.rng_torch = torch.get_rng_state()
+        rng_cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         state = (load_checkpoint(self.checkpoint_dir, self.config.to_dict(), self.config.hash())
                  if self.checkpoint_dir else None)
         if state is not None:
+            self.rng_torch = state["rng_torch"]
+            if device.type == "cuda" and state.get("rng_cuda") is not None:
+                rng_cuda = state["rng_cuda"]
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -219,8 +232,25 @@ class _Trial:
             self.result.update(_summary(self.history, self.best, self.best_epoch),
                                wall_time_s=round(self.elapsed_before, 3))
         self.result["resumed_after_epochs"] = self.resumes
+        if own_stream:
+            self.generator = torch.Generator(device)
+            self.generator.set_state(self.rng_torch if rng_cuda is None else rng_cuda)
+        elif state is not None:  # bit-exact resumption: the random layers continue their streams
+            torch.set_rng_state(self.rng_torch)
+            if rng_cuda is not None:
+                torch.cuda.set_rng_state(rng_cuda, device)
         self.run_started = time.perf_counter()
         return state
+
+    def _streams(self, device: torch.device) -> dict[str, torch.Tensor | None]:
+        """The random layers' streams as a checkpoint keeps them: the process's, or a pack member's own (on CUDA
+        with the CPU stream its solo run would hold), so that either resumes into a solo run or a pack alike."""
+        if self.generator is None:
+            return {"rng_torch": torch.get_rng_state(),
+                    "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+        if device.type == "cuda":
+            return {"rng_torch": self.rng_torch, "rng_cuda": self.generator.get_state()}
+        return {"rng_torch": self.generator.get_state(), "rng_cuda": None}
 
     def diverged(self, loss: float, epoch: int, step: int) -> TrainingDiverged:
         return TrainingDiverged(f"loss became {loss} at epoch {epoch}, step {step}: lower train.lr (now "
@@ -247,17 +277,21 @@ class _Trial:
             save_checkpoint(self.checkpoint_dir, {
                 "config": config.to_dict(), "config_hash": config.hash(), "epoch": epoch,
                 "model": weights, "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng_torch": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "scheduler": self.scheduler.state_dict(), **self._streams(device),
                 "history": self.history, "best": self.best, "best_epoch": self.best_epoch,
                 "elapsed_s": result["wall_time_s"], "resumes": self.resumes,
             })
         if self.on_epoch:
             self.on_epoch(record, self.checkpoint_dir)
 
-    def finish(self, device: torch.device) -> dict[str, Any]:
+    def finish(self, device: torch.device, stopped_after: int | None = None) -> dict[str, Any]:
+        """The record of a trial that trained all its epochs, or with `stopped_after` one an early-stopping
+        scheduler stopped after that epoch (status "stopped"; its files are those of the epochs it trained)."""
         result, history = self.result, self.history
-        result.update(status="finished", ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        result.update(status="finished" if stopped_after is None else "stopped",
+                      ended=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        if stopped_after is not None:
+            result["stopped_after_epoch"] = stopped_after
         result["throughput"] = {"train_clips_per_s": history[-1]["train_clips_per_s"],
                                 "eval_clips_per_s": history[-1]["eval_clips_per_s"]}
         result["peak_memory_mib"] = peak_memory_mib(device)  # of the process: a Ray worker's over all its trials
@@ -350,12 +384,10 @@ def _train(trial: _Trial, show_progress: bool) -> dict[str, Any]:
     train_set = load_split(config.data, "train", config.model.num_frames, train.seed)
     val_set = load_split(config.data, "val", config.model.num_frames, train.seed)
     steps_per_epoch = _steps_per_epoch(config, train_set)
-    state = trial.build(device, steps_per_epoch)
-    if state is not None:  # bit-exact resumption: the random layers continue their streams
-        torch.set_rng_state(state["rng_torch"])
-        if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
+    trial.build(device, steps_per_epoch)
     model, optimizer, scheduler = trial.model, trial.optimizer, trial.scheduler
+    forward = TrainingForward(model, train.compile, device)  # trial.model stays the eager module: its state dict
+    trial.result.update(forward.record())
 
     progress = _Progress(show_progress, train.epochs)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=train.label_smoothing)
@@ -370,13 +402,10 @@ def _train(trial: _Trial, show_progress: bool) -> dict[str, Any]:
             batch = train_set.get_batch(order[(step - 1) * train.batch_size:step * train.batch_size])
             x, index_t, labels = _to_device(batch, device)
             data_time += time.perf_counter() - data_started
-            with autocast:
-                loss = loss_fn(model(x, index_t), labels)
-            loss_value = loss.item()
+            loss_value = forward.step(functools.partial(_loss_backward, x, index_t, labels, loss_fn, optimizer,
+                                                        autocast))
             if not math.isfinite(loss_value):
                 raise trial.diverged(loss_value, epoch, step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             optimizer.step()
             scheduler.step()
             total_loss += loss_value
@@ -388,8 +417,21 @@ def _train(trial: _Trial, show_progress: bool) -> dict[str, Any]:
                                steps_per_epoch * train.batch_size, train_time, data_time, len(val_set), eval_time,
                                epoch_started)
         progress.epoch(record)
+        trial.result.update(forward.record())
         trial.end_epoch(epoch, record, logits, labels, val_set, device)
     return trial.finish(device)
+
+
+def _loss_backward(x: torch.Tensor, index_t: torch.Tensor, labels: torch.Tensor, loss_fn: torch.nn.Module,
+                   optimizer: torch.optim.Optimizer, autocast: contextlib.AbstractContextManager,
+                   forward: Callable[..., torch.Tensor]) -> float:
+    """One solo step's loss through `forward`, and its gradients. The caller steps the optimizer: after a failed
+    compiled attempt mmn.compiled runs this again eagerly from the same state."""
+    with autocast:
+        loss = loss_fn(forward(x, index_t), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss.item()
 
 
 @dataclass(frozen=True)
@@ -409,9 +451,16 @@ def fit_pack(members: Sequence[PackMember], on_epoch_end: PackEpochCallback | No
 
     Their configs may differ only in mmn.pack.PER_MEMBER settings (seed, learning rate, ...); anything else is a
     ValueError. Each member draws its own batches from its own seed and writes exactly the files `fit` writes for a
-    solo trial. A member whose loss becomes NaN fails (its record says why) and leaves the pack; the others go on.
-    Members resumed from checkpoints of different epochs train in groups, one after another. `on_epoch_end(epoch,
-    records)` hears each epoch once every member still training has recorded it (a Ray pack trial reports then).
+    solo trial, and draws its dropout and drop-path masks from its own stream, the one its solo run draws from. A
+    member whose loss becomes NaN fails (its record says why) and leaves the pack; the others go on. Members resumed
+    from checkpoints of different epochs train in groups, one after another.
+
+    `on_epoch_end(epoch, records)` hears each epoch once every member still training has recorded it (a Ray pack
+    trial reports then): `records` maps each such member's index in `members` to its epoch record. It returns the
+    indices of members to stop now (an early-stopping scheduler's decision), or None: a stopped member leaves the
+    pack with the files of the epochs it trained and status "stopped" (`stopped_after_epoch`); one stopped after
+    its last epoch has simply finished.
+
     At most `max_members` train at once; by default, on a GPU as many as mmn.pack.members_that_fit measures, on a
     CPU all; the rest follow in later groups.
     """
@@ -428,11 +477,12 @@ def fit_pack(members: Sequence[PackMember], on_epoch_end: PackEpochCallback | No
                           for t in trials]
             steps_per_epoch = _steps_per_epoch(config, train_sets[0])
             for trial in trials:
-                trial.build(device, steps_per_epoch)
+                trial.build(device, steps_per_epoch, own_stream=True)
             if max_members is None:
                 max_members = members_that_fit(config, device) if device.type == "cuda" else len(trials)
             for epochs_done in sorted({len(t.history) for t in trials}):
-                group = [(t, d) for t, d in zip(trials, train_sets) if len(t.history) == epochs_done]
+                group = [(i, t, d) for i, (t, d) in enumerate(zip(trials, train_sets))
+                         if len(t.history) == epochs_done]
                 for start in range(0, len(group), max_members):
                     _train_pack(group[start:start + max_members], val_set, steps_per_epoch, device, autocast,
                                 on_epoch_end)
@@ -446,14 +496,22 @@ def fit_pack(members: Sequence[PackMember], on_epoch_end: PackEpochCallback | No
     return [trial.result for trial in trials]
 
 
-def _train_pack(group: list[tuple[_Trial, SkeletonDataset]], val_set: SkeletonDataset, steps_per_epoch: int,
+def _train_pack(group: list[tuple[int, _Trial, SkeletonDataset]], val_set: SkeletonDataset, steps_per_epoch: int,
                 device: torch.device, autocast: contextlib.AbstractContextManager,
                 on_epoch_end: PackEpochCallback | None) -> None:
-    """Members at the same epoch, trained together to the end; a diverged member leaves, the others go on."""
-    trials, train_sets = [t for t, _ in group], [d for _, d in group]
+    """Members at the same epoch (with their indices in fit_pack's `members`), trained together to the end; a
+    diverged or stopped member leaves, the others go on."""
+    indices, trials, train_sets = [i for i, _, _ in group], [t for _, t, _ in group], [d for _, _, d in group]
     pack = Pack([t.model for t in trials], [t.optimizer for t in trials], [t.scheduler for t in trials],
-                [t.config.train.label_smoothing for t in trials])
+                [t.config.train.label_smoothing for t in trials], [t.generator for t in trials])
     train = trials[0].config.train
+
+    def leave(i: int, *also: list) -> None:
+        """Member i (a position in the pack) leaves it, and the lists kept for it."""
+        pack.drop(i)
+        for members in (indices, trials, train_sets, *also):
+            del members[i]
+
     for epoch in range(len(trials[0].history) + 1, train.epochs + 1):
         epoch_started = time.perf_counter()
         for dataset in train_sets:
@@ -474,13 +532,11 @@ def _train_pack(group: list[tuple[_Trial, SkeletonDataset]], val_set: SkeletonDa
                     totals[i] += losses[i]
                     continue
                 trials[i].fail(trials[i].diverged(losses[i], epoch, step))
-                pack.drop(i)
-                for members in (trials, train_sets, orders, totals):
-                    del members[i]
+                leave(i, orders, totals)
             if not trials:
                 return
         train_time = time.perf_counter() - epoch_started
-        records = []
+        records: dict[int, dict[str, Any]] = {}
         fused_logits, fused_time = (_predict_pack(pack, val_set, device, train.eval_batch_size, autocast)
                                     if device.type == "cuda" else (None, 0.0))
         for i, (trial, total) in enumerate(zip(trials, totals)):
@@ -493,9 +549,18 @@ def _train_pack(group: list[tuple[_Trial, SkeletonDataset]], val_set: SkeletonDa
                                    steps_per_epoch * train.batch_size, train_time, data_time, len(val_set),
                                    eval_time, epoch_started)
             trial.end_epoch(epoch, record, logits, labels, val_set, device)
-            records.append(record)
-        if on_epoch_end:
-            on_epoch_end(epoch, records)
+            records[indices[i]] = record
+        stop = set(on_epoch_end(epoch, records) or ()) if on_epoch_end else set()
+        if stop - set(records):
+            raise ValueError(f"on_epoch_end returned members {sorted(stop - set(records))}, which are not training: "
+                             f"return indices among those of its records ({sorted(records)})")
+        if epoch < train.epochs:  # after the last epoch a stopped member has simply finished
+            for i in reversed(range(len(trials))):
+                if indices[i] in stop:
+                    trials[i].finish(device, stopped_after=epoch)
+                    leave(i)
+            if not trials:
+                return
     for trial in trials:
         trial.finish(device)
 

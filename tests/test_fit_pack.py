@@ -16,14 +16,18 @@ from mmn.model import MMN
 from mmn.pack import check_packable, pack_key
 from mmn.train import PackMember, fit, fit_pack
 
-# One scale of one block 16 wide on 8 frames; random layers off, so that a pack is step for step its solo runs; SGD,
-# since AdamW's normalised step turns float32 rounding in near-zero gradients into whole steps of the learning rate.
+# One scale of one block 16 wide on 8 frames; random layers off but where a test turns them on (RATES); SGD, since
+# AdamW's normalised step turns float32 rounding in near-zero gradients into whole steps of the learning rate.
 SMALL = {"train.optimizer": "sgd", "data.synthetic_clips_per_class": 2, "model.num_frames": 8, "model.embed_dim": 16, "model.depth": 1,
          "model.num_scales": 1, "model.drop_path": 0.0, "model.fusion_dropout": 0.0, "model.head_dropout": 0.0,
          "train.epochs": 2, "train.warmup_epochs": 1, "train.batch_size": 16, "train.threads": 1}
 # What an epoch's record says of training, in numbers that move continuously: on so small a model the logits of
 # many classes nearly tie, and float32 rounding may flip an argmax, and with it a discrete metric such as macro F1.
 VARYING = ["train_loss", "lr"]
+# Each member's own random layers (two blocks: the first block's drop-path rate is always 0), 3 steps an epoch. A
+# member drawing any other masks than its solo run's would be off by far more than _same_training allows.
+RATES = {"model.depth": 2, "model.drop_path": 0.4, "model.fusion_dropout": 0.3, "model.head_dropout": 0.5,
+         "train.max_steps": 3}
 
 
 def _config(seed: int, lr: float = 1e-3, **extra) -> RunConfig:
@@ -97,6 +101,68 @@ def test_an_interrupted_pack_resumes_each_member_from_its_checkpoint(tmp_path: P
         _same_training(_history(tmp_path / f"m{i}"), _history(tmp_path / f"u{i}"))
 
 
+def test_members_with_random_layers_resume_their_own_streams_alone_or_in_another_pack(tmp_path: Path) -> None:
+    """Members with dropout and drop-path on train as their solo runs do; a member's checkpoint resumes alone, or in a
+    pack of other members, and a solo run's checkpoint in a pack: each continues its own stream."""
+    configs = [_config(1, 1e-3, **RATES), _config(2, 3e-3, **{**RATES, "model.drop_path": 0.2}),
+               _config(3, 2e-3, **{**RATES, "model.head_dropout": 0.0})]
+    for i, config in enumerate(configs):
+        fit(config, checkpoint_dir=tmp_path / f"solo{i}", progress=False)
+
+    def stop_after_first_epoch(record: dict, folder: Path | None) -> None:
+        if record["epoch"] == 1 and folder is not None and folder.name in ("m1", "m2"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # members 0 and 1 packed, stopped after epoch 1
+        fit_pack([PackMember(c, checkpoint_dir=tmp_path / f"m{i}", on_epoch=stop_after_first_epoch)
+                  for i, c in enumerate(configs[:2])])
+    with pytest.raises(KeyboardInterrupt):  # member 2 alone, stopped after epoch 1
+        fit(configs[2], checkpoint_dir=tmp_path / "m2", on_epoch=stop_after_first_epoch, progress=False)
+    _same_training(_history(tmp_path / "m0"), _history(tmp_path / "solo0")[:1])
+
+    fit(configs[0], checkpoint_dir=tmp_path / "m0", progress=False)  # a member's checkpoint, resumed alone
+    # a member's and a solo run's checkpoint resumed together: member 1 is now first in its pack
+    results = fit_pack([PackMember(configs[i], checkpoint_dir=tmp_path / f"m{i}") for i in (1, 2)])
+    assert [r["resumed_after_epochs"] for r in results] == [[1], [1]]
+    for i in range(3):
+        _same_training(_history(tmp_path / f"m{i}"), _history(tmp_path / f"solo{i}"))
+
+
+def test_on_epoch_end_stops_a_member_the_others_go_on(tmp_path: Path) -> None:
+    off = {**RATES, "model.drop_path": 0.0, "model.fusion_dropout": 0.0, "model.head_dropout": 0.0}
+    configs = [_config(1, **RATES), _config(2, 2e-3, **RATES), _config(3, 5e-4, **off)]
+    heard: list[tuple[int, list[int]]] = []
+
+    def stop_member_1(epoch: int, records: dict[int, dict]) -> list[int]:
+        heard.append((epoch, sorted(records)))
+        assert all(record["epoch"] == epoch for record in records.values())
+        return [1] if epoch == 1 else []
+
+    results = fit_pack([PackMember(c, checkpoint_dir=tmp_path / f"m{i}") for i, c in enumerate(configs)],
+                       on_epoch_end=stop_member_1)
+    assert heard == [(1, [0, 1, 2]), (2, [0, 2])]
+    stopped = json.loads((tmp_path / "m1" / RESULT).read_text())
+    assert stopped == results[1]
+    assert (stopped["status"], stopped["stopped_after_epoch"], stopped["epochs_completed"]) == ("stopped", 1, 1)
+    assert stopped["error"] is None and stopped["ended"] and stopped["throughput"]["train_clips_per_s"] > 0
+    assert len(_history(tmp_path / "m1")) == 1
+    assert {BEST_PREDICTIONS, BEST_WEIGHTS, CHECKPOINT, HISTORY} <= {p.name for p in (tmp_path / "m1").iterdir()}
+    assert read_weights(tmp_path / "m1" / BEST_WEIGHTS)["epoch"] == 1
+    for i in (0, 2):
+        assert (results[i]["status"], results[i]["epochs_completed"]) == ("finished", 2)
+        assert "stopped_after_epoch" not in results[i]
+        fit(configs[i], checkpoint_dir=tmp_path / f"solo{i}", progress=False)
+        _same_training(_history(tmp_path / f"m{i}"), _history(tmp_path / f"solo{i}"))
+
+
+def test_on_epoch_end_stopping_a_member_not_training_is_an_error(tmp_path: Path) -> None:
+    configs = [_config(1, **{"train.epochs": 1}), _config(2, **{"train.epochs": 1})]
+    with pytest.raises(ValueError, match=r"on_epoch_end returned members \[5\], which are not training"):
+        fit_pack([PackMember(c, checkpoint_dir=tmp_path / f"m{i}") for i, c in enumerate(configs)],
+                 on_epoch_end=lambda epoch, records: [5])
+    assert [json.loads((tmp_path / f"m{i}" / RESULT).read_text())["status"] for i in range(2)] == ["failed"] * 2
+
+
 def test_members_resumed_at_different_epochs_train_in_turn(tmp_path: Path) -> None:
     configs = [_config(1), _config(2)]
     fit(apply_overrides(configs[0], {}), checkpoint_dir=tmp_path / "m0", progress=False)  # already finished
@@ -159,3 +225,24 @@ def test_a_pack_trains_on_cuda_with_amp_validating_all_members_at_once(tmp_path:
     for result in results:
         assert result["status"] == "finished" and result["hardware"]["device"].startswith("cuda")
         assert 0 <= result["best"]["val_top1"] <= 100
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_pack_members_resume_their_own_cuda_streams(tmp_path: Path) -> None:
+    """On CUDA each member draws from its own device generator, which its checkpoint keeps (`rng_cuda`): a pack
+    interrupted after epoch 1 and resumed trains as one that was not."""
+    configs = [_config(seed, **{**RATES, "train.device": "cuda"}) for seed in (1, 2)]
+
+    def stop_after_first_epoch(record: dict, folder: Path | None) -> None:
+        if record["epoch"] == 1 and folder is not None and folder.name == "m1":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_pack([PackMember(c, checkpoint_dir=tmp_path / f"m{i}", on_epoch=stop_after_first_epoch)
+                  for i, c in enumerate(configs)])
+    assert torch.load(tmp_path / "m0" / CHECKPOINT, weights_only=True)["rng_cuda"] is not None
+    fit_pack([PackMember(c, checkpoint_dir=tmp_path / f"m{i}") for i, c in enumerate(configs)])
+    fit_pack([PackMember(c, checkpoint_dir=tmp_path / f"u{i}") for i, c in enumerate(configs)])
+    for i in range(2):
+        _same_training(_history(tmp_path / f"m{i}"), _history(tmp_path / f"u{i}"))

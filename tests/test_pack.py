@@ -1,10 +1,12 @@
 """Trial packs (`mmn.pack.Pack`): K members trained as one fused model (a member dimension in MMN's layers) equal K
-solo trainings; the fused forward equals the members' own for every model variant."""
+solo trainings, dropout and drop-path included (each member draws from its own stream); the fused forward equals the
+members' own for every model variant."""
 from __future__ import annotations
 
 import dataclasses
 import io
 import math
+from collections.abc import Sequence
 
 import pytest
 import torch
@@ -19,11 +21,15 @@ from tests.helpers.model_variants import VARIANTS, variant_id
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# One scale of one block 16 wide on 8 frames (tests/test_evaluate.py SMALL); random layers off, since they draw
-# from the process's stream, not each member's (mmn/pack.py).
+# One scale of one block 16 wide on 8 frames (tests/test_evaluate.py SMALL); random layers off but where a test
+# turns them on (MEMBER_RATES).
 SMALL = {"model.embed_dim": 16, "model.depth": 1, "model.num_scales": 1, "model.num_frames": 8,
          "model.drop_path": 0.0, "model.fusion_dropout": 0.0, "model.head_dropout": 0.0}
 RATES = {"model.drop_path": 0.5, "model.fusion_dropout": 0.5, "model.head_dropout": 0.5}
+# Three members' random layers: all off, all at 0.5, each at its own rate; two blocks, since the first block's
+# drop-path rate is always 0 (a linear rise from 0).
+MEMBER_RATES = [{"model.depth": 2}, {**RATES, "model.depth": 2},
+                {"model.drop_path": 0.2, "model.fusion_dropout": 0.3, "model.head_dropout": 0.1, "model.depth": 2}]
 BATCH = 4
 
 
@@ -40,6 +46,15 @@ def _member(config: RunConfig, dtype: torch.dtype, device: str, steps: int):
     optimizer = _make_optimizer(model, config)
     train = config.train
     return model, optimizer, warmup_cosine(optimizer, steps, 2, train.warmup_lr, train.min_lr)
+
+
+def _stream_now(device: str) -> torch.Generator:
+    """A generator where the process's stream on `device` stands now: right after a member's `_member`, where its
+    solo run's random layers start drawing (as mmn.train._Trial.build makes a member's own stream)."""
+    generator = torch.Generator(device)
+    generator.set_state(torch.cuda.get_rng_state(device) if torch.device(device).type == "cuda"
+                        else torch.get_rng_state())
+    return generator
 
 
 def _batches(config: RunConfig, steps: int, dtype: torch.dtype, device: str) -> list[tuple[torch.Tensor, ...]]:
@@ -69,9 +84,13 @@ def _solo_run(config: RunConfig, batches: list, dtype: torch.dtype, device: str,
 
 
 def _pack(configs: list[RunConfig], dtype: torch.dtype, device: str, steps: int) -> Pack:
-    members = [_member(c, dtype, device, steps) for c in configs]
+    """A pack of `configs` built as mmn.train builds one: each member with its own stream for its random layers."""
+    members, generators = [], []
+    for config in configs:
+        members.append(_member(config, dtype, device, steps))
+        generators.append(_stream_now(device))
     return Pack([m for m, _, _ in members], [o for _, o, _ in members], [s for _, _, s in members],
-                [c.train.label_smoothing for c in configs])
+                [c.train.label_smoothing for c in configs], generators)
 
 
 def _stacked(data: list[list[tuple[torch.Tensor, ...]]], step: int) -> list[torch.Tensor]:
@@ -89,10 +108,12 @@ def _assert_same_state(got: MMN, expected: MMN, rtol: float) -> None:
         torch.testing.assert_close(pack_state[name], value, rtol=rtol, atol=rtol * scale, msg=name)
 
 
-def check_pack_equals_solo(device: str, dtype: torch.dtype, steps: int, rtol: float, optimizer: str = "sgd") -> None:
-    """A pack mixing seeds, learning rates and label smoothing equals its members trained alone: per-step losses
-    and every parameter and buffer afterwards, to rtol."""
-    configs = [_config(0, 1e-3, 0.0, optimizer), _config(1, 3e-3, 0.1, optimizer), _config(2, 5e-4, 0.2, optimizer)]
+def check_pack_equals_solo(device: str, dtype: torch.dtype, steps: int, rtol: float, optimizer: str = "sgd",
+                           rates: Sequence[dict] = ({}, {}, {})) -> None:
+    """A pack mixing seeds, learning rates, label smoothing and the members' `rates` (MEMBER_RATES) equals its
+    members trained alone: per-step losses and every parameter and buffer afterwards, to rtol."""
+    configs = [_config(0, 1e-3, 0.0, optimizer, **rates[0]), _config(1, 3e-3, 0.1, optimizer, **rates[1]),
+               _config(2, 5e-4, 0.2, optimizer, **rates[2])]
     data = [_batches(c, steps, dtype, device) for c in configs]
     solo = [_solo_run(c, batches, dtype, device, steps) for c, batches in zip(configs, data)]
 
@@ -109,6 +130,12 @@ def check_pack_equals_solo(device: str, dtype: torch.dtype, steps: int, rtol: fl
 
 def test_pack_equals_solo_float64() -> None:
     check_pack_equals_solo("cpu", torch.float64, steps=20, rtol=1e-9)
+
+
+def test_pack_with_dropout_and_drop_path_equals_solo_float64() -> None:
+    """Each member draws its own masks, exactly its solo run's, whatever the others' rates: one member with every
+    rate 0, one at 0.5, one at its own rates."""
+    check_pack_equals_solo("cpu", torch.float64, steps=12, rtol=1e-9, rates=MEMBER_RATES)
 
 
 def test_pack_equals_solo_float32() -> None:
@@ -136,6 +163,16 @@ def test_diverged_member_is_dropped_others_continue() -> None:
     assert len(pack) == 1
     x, index_t, labels = (torch.stack([data[0][1][i]]) for i in range(3))
     assert math.isfinite(pack.step(x, index_t, labels)[0])
+
+
+def test_one_generator_per_member_is_required() -> None:
+    configs = [_config(0, 1e-3, 0.0), _config(1, 1e-3, 0.0)]
+    members = [_member(c, torch.float64, "cpu", 1) for c in configs]
+    with pytest.raises(ValueError, match="a pack of 2 models got 1 generators: give one per model"):
+        Pack([m for m, _, _ in members], [o for _, o, _ in members], [s for _, _, s in members], [0.0, 0.0],
+             [torch.Generator()])
+    with pytest.raises(ValueError, match="use_generators got 3 generators for 1 members: give one per member"):
+        members[0][0].use_generators([torch.Generator()] * 3)
 
 
 def test_members_of_different_shapes_are_refused() -> None:
@@ -280,9 +317,11 @@ def test_member_without_random_layers_equals_its_solo_run_beside_one_with_them()
 
 
 def test_drop_continues_exactly() -> None:
-    """Three members for 2 steps, then the middle one dropped: the other two go on as their solo runs do."""
+    """Three members for 2 steps, then the middle one dropped: the other two go on as their solo runs do, each
+    drawing from its own stream."""
     steps = 4
-    configs = [_config(0, 1e-3, 0.0), _config(1, 3e-3, 0.1), _config(2, 5e-4, 0.2)]
+    configs = [_config(0, 1e-3, 0.0, **MEMBER_RATES[0]), _config(1, 3e-3, 0.1, **MEMBER_RATES[1]),
+               _config(2, 5e-4, 0.2, **MEMBER_RATES[2])]
     data = [_batches(c, steps, torch.float64, "cpu") for c in configs]
     pack = _pack(configs, torch.float64, "cpu", steps)
     losses = [pack.step(*_stacked(data, s)) for s in range(2)]

@@ -172,10 +172,14 @@ class Concat:
 class _MemberRates:
     """Each member's rate of a random layer, and the keep probabilities 1 − rate as a (K,) tensor, made once per
     device and dtype: made from the floats at each call, it would be a copy from the host that on a GPU waits for
-    the queue."""
+    the queue.
+
+    `generators` (set by `MMN.use_generators`): one per member, for each member to draw its own mask from its own
+    stream, in its solo layer's shape and order; None draws every member's from the process's stream."""
 
     rates: tuple[float, ...]
     _keep_cache: dict
+    generators: list[torch.Generator] | None = None
 
     def _keep(self, x: torch.Tensor) -> torch.Tensor:
         key = (x.device, x.dtype, self.rates)
@@ -183,6 +187,16 @@ class _MemberRates:
             self._keep_cache.clear()
             self._keep_cache[key] = torch.tensor([1.0 - rate for rate in self.rates], dtype=x.dtype, device=x.device)
         return self._keep_cache[key]
+
+    def _own_masks(self, x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+        """Each member's mask of `shape` from its own generator, as its solo layer draws it (bernoulli_, then
+        div_ by the keep probability), side by side along the last axis; a member at rate 0 draws nothing."""
+        masks = []
+        for rate, generator in zip(self.rates, self.generators, strict=True):
+            keep = 1.0 - rate
+            masks.append(x.new_ones(shape) if rate == 0.0
+                         else x.new_empty(shape).bernoulli_(keep, generator=generator).div_(keep))
+        return masks[0] if len(masks) == 1 else torch.cat(masks, dim=-1)
 
 
 class DropPath(_MemberRates, nn.Module):
@@ -204,14 +218,17 @@ class DropPath(_MemberRates, nn.Module):
         self.rates = (value,) * len(self.rates)
 
     def _mask(self, x: torch.Tensor) -> torch.Tensor:
-        if len(self.rates) == 1:
+        k = len(self.rates)
+        if self.generators is not None:  # each member's (N, 1, ..., 1), spread over its channels
+            mask = self._own_masks(x, (x.shape[0],) + (1,) * (x.ndim - 1))
+            return mask if k == 1 else mask.repeat_interleave(x.shape[-1] // k, dim=-1)
+        if k == 1:
             keep = 1.0 - self.rates[0]
             return x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep).div_(keep)
         # One draw per sample and member, spread over the member's channels; a member at rate 0 keeps exactly 1.
         keep = self._keep(x)
         mask = torch.bernoulli(keep.expand(x.shape[0], -1)).div_(keep)
-        return mask.repeat_interleave(x.shape[-1] // len(self.rates), dim=1).view(x.shape[0], *(1,) * (x.ndim - 2),
-                                                                                   x.shape[-1])
+        return mask.repeat_interleave(x.shape[-1] // k, dim=1).view(x.shape[0], *(1,) * (x.ndim - 2), x.shape[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.rate == 0.0 or not self.training:
@@ -240,6 +257,9 @@ class Dropout(_MemberRates, nn.Dropout):
         self._keep_cache = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.generators is not None and self.p > 0.0 and self.training:
+            # each member's mask shaped as its own channels, as its solo F.dropout draws it
+            return x * self._own_masks(x, (*x.shape[:-1], x.shape[-1] // len(self.rates)))
         if len(self.rates) == 1 or self.p == 0.0 or not self.training:
             return super().forward(x)
         keep = self._keep(x).repeat_interleave(x.shape[-1] // len(self.rates))  # per channel

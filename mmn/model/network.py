@@ -17,7 +17,7 @@ from torch import nn
 from .block import MotionGuidedBlock
 from . import registry
 from .config import POS_ENC_CHOICES, ModelConfig, fused_config
-from .layers import (ChannelsLastBatchNorm, Dropout, Linear, TemporalConv, cat_members, fold_batch_norm,
+from .layers import (ChannelsLastBatchNorm, DropPath, Dropout, Linear, TemporalConv, cat_members, fold_batch_norm,
                      sinusoid)
 
 
@@ -160,6 +160,17 @@ class MMN(nn.Module):
         self.fusion = ScaleFusion(config, [c.fusion_dropout for c in configs], members=k)
         self.head_dropout = Dropout([c.head_dropout for c in configs])
         self.head = Linear(channels, config.num_classes, members=k)
+
+    def use_generators(self, generators: Sequence[torch.Generator] | None) -> None:
+        """Each member's random layers (DropPath, Dropout) draw from its own generator, one per member on the
+        model's device, in its solo model's shapes and order: member k's masks are then those its solo run draws
+        from a process stream in the generator's state. None: every member draws from the process's stream."""
+        if generators is not None and len(generators) != self.members:
+            raise ValueError(f"use_generators got {len(generators)} generators for {self.members} members: give "
+                             "one per member")
+        for module in self.modules():
+            if isinstance(module, (DropPath, Dropout)):
+                module.generators = None if generators is None else list(generators)
 
     def forward(self, x: torch.Tensor, index_t: torch.Tensor) -> torch.Tensor:
         """x: (N, C_in, T, V, M) or (N, C_in, T, V); index_t: (N, T) source-frame positions in [−1, 1).
