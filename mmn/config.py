@@ -284,7 +284,9 @@ def _coerce(key: str, value: Any, expected: type) -> Any:
         return value
     wanted = {bool: "true or false (or on/off)", int: "an integer", float: "a number", str: "a string"}
     slot = key[6:] if key.startswith("model.") else ""
-    raise ConfigError(f"{key} expects {wanted.get(expected, expected.__name__)}, got {value!r}"
+    quote = (' (YAML reads on, off, yes and no as true or false: quote the word, e.g. "off")'
+             if expected is str and isinstance(value, bool) else "")
+    raise ConfigError(f"{key} expects {wanted.get(expected, expected.__name__)}, got {value!r}{quote}"
                       + registry.hint(slot, value))
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from ablations.run import main as run_main
 from ablations.spec import SpecError, load_spec
-from mmn.config import ConfigError, check_value
+from mmn.config import ConfigError, RunConfig, apply_overrides, check_value
 from mmn.yamlfile import YamlError, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,3 +213,9 @@ def test_no_yaml_is_read_around_load_yaml() -> None:
              for path in sorted((ROOT / folder).rglob("*.py")) if path.name != "yamlfile.py"
              for number, line in enumerate(path.read_text().splitlines(), 1) if bypass.search(line)]
     assert found == []
+
+
+def test_a_yaml_word_read_as_a_boolean_where_a_word_is_expected_says_to_quote_it() -> None:
+    with pytest.raises(ConfigError, match=r'train\.compile expects a string, got True \(YAML reads on, off, yes and '
+                                          r'no as true or false: quote the word, e\.g\. "off"\)'):
+        apply_overrides(RunConfig(), {"train.compile": True})
