@@ -9,6 +9,7 @@ from typing import Any
 from ray import tune
 
 from .console import LOG
+from .trainable import SAMPLES
 
 OUTPUT_LINES = 10  # of a failed trial's stdout and of its stderr, shown when its Tune invocation ends
 
@@ -28,7 +29,8 @@ class TrialProgress(tune.Callback):
     and an ETA. The ETA is the wall time per ended trial so far times the trials left, which counts trials running
     side by side. A failed trial's line (a warning) says its error; the last lines of its output follow when the
     Tune invocation ends (Tune's `log_to_file` keeps them in the trial's working folder on the node it ran on, and
-    they are complete once its worker has stopped)."""
+    they are complete once its worker has stopped). A tuning pack counts as its samples, of which `total` counts.
+    """
 
     def __init__(self, total: int, metric: str) -> None:
         self.total, self.metric = total, metric
@@ -45,13 +47,13 @@ class TrialProgress(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         value = (trial.last_result or {}).get(self.metric)
         shown = f": {self.metric} {value:.2f}" if isinstance(value, (int, float)) else ""
-        LOG.info(f"trial {trial} finished in {self._took(trial)}{shown}; {self._count()}")
+        LOG.info(f"trial {trial} finished in {self._took(trial)}{shown}; {self._count(trial)}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.failed += 1
         self.failures.append(trial)
         LOG.warning(f"trial {trial} failed after {self._took(trial)}: {_last_line(trial.error_file)}; "
-                    f"{self._count()}")
+                    f"{self._count(trial)}")
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """The failed trials' last output lines, now that Tune has stopped their workers (which flushes them)."""
@@ -64,9 +66,9 @@ class TrialProgress(tune.Callback):
     def _took(self, trial: Any) -> str:
         return duration(time.monotonic() - self.started.get(trial.trial_id, time.monotonic()))
 
-    def _count(self) -> str:
-        """'3/8 done (1 failed), about 2m10s left' after the trial that just ended."""
-        self.ended += 1
+    def _count(self, trial: Any) -> str:
+        """'3/8 done (1 failed), about 2m10s left' after `trial` ended."""
+        self.ended += len(trial.config.get(SAMPLES) or ()) or 1
         failed = f" ({self.failed} failed)" if self.failed else ""
         left = self.total - self.ended
         if left <= 0 or self.first_start is None:

@@ -201,17 +201,23 @@ def _print_plan(spec: Spec, options: RunOptions) -> None:
     width = max(len(p.trial_key) for p in plans)
     for plan in plans:
         print(f"  {plan.trial_key:<{width}}  {plan.config_hash}")
-    _print_packs(plans, options.pack, with_gpus.gpu > 0, without.gpu > 0)
+    _print_packs(spec, plans, options.pack, with_gpus.gpu > 0, without.gpu > 0)
 
 
-def _print_packs(plans: list, choice: str | int, gpu_with: bool, gpu_without: bool) -> None:
+def _print_packs(spec: Spec, plans: list, choice: str | int, gpu_with: bool, gpu_without: bool) -> None:
     """The trial packs (--pack) where the cluster has GPUs and where it has none, when they differ from single
-    trials; the final trials of a tuned spec are packed alike once their configs are known."""
+    trials; the final trials of a tuned spec are packed alike once their configs are known, its tuning samples as
+    they are asked."""
     from .packing import pack_size, plan_packs
 
     places = ([("where the cluster has GPUs", gpu_with), ("where it has none", gpu_without)]
               if pack_size(choice, gpu_with) != pack_size(choice, gpu_without) else [("", gpu_with)])
     for where, on_gpu in places:
+        size = pack_size(choice, on_gpu)
+        if spec.search and size > 1:
+            asha = "; ASHA stops single members" if spec.search.scheduler else ""
+            print(f"tuning samples{' ' * bool(where)}{where}: asked up to {size} at a time (TPE with the constant "
+                  f"liar), each batch trained as packs of one shape{asha}")
         packs = plan_packs(plans, pack_size(choice, on_gpu))
         if len(packs) == len(plans):
             print(f"trial packs (--pack {choice}){' ' * bool(where)}{where}: none, each trial alone")

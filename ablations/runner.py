@@ -60,7 +60,9 @@ from .storage import Location, cannot_write, check_experiment_name, check_format
 from .interrupt import Interrupted, SignalStop, stop_on_signals
 from .lock import driver_lock
 from .packing import pack_size, plan_packs
-from .trainable import PACK, StagingCleanup, TrialContext, planned_trial, run_trial, trial_params
+from .pack_search import MemberRungs, PackSearch, fail_abandoned, liar_sampler
+from .trainable import PACK, VARIANT, EarlyStopped, StagingCleanup, TrialContext, planned_trial, run_trial, \
+    trial_params, tuning_plan
 
 
 @dataclass
@@ -361,7 +363,7 @@ def _fit(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, o
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             # Tune's default loggers (JSON, CSV, TensorBoard) stay on; each trial's stdout and stderr go to files
             # in its working folder, for a failed trial's last lines. Ray's own tables only with -v.
-            callbacks=[TrialProgress(num_samples, spec.metric), staging,
+            callbacks=[TrialProgress(num_samples, spec.metric), staging, *([EarlyStopped()] if scheduler else []),
                        *tracker_callbacks(options.log, context.experiment, label)],
             log_to_file=True, verbose=1 if verbose() else 0,
         ),
@@ -532,7 +534,7 @@ def _trial_context(spec: Spec, options: RunOptions, name: str, fingerprints: Map
         resources=resources.request(), threads=max(1, int(resources.cpu)),
         tune_seed=tuning_seed(resolve_seeds(spec, options.budget, options.seeds)),
         fingerprints=dict(fingerprints), command=tuple(sys.argv),
-        imports=tuple(dict.fromkeys((*options.imports, *spec.imports))))
+        imports=tuple(dict.fromkeys((*options.imports, *spec.imports))), metric=spec.metric)
 
 
 @dataclass
@@ -637,13 +639,15 @@ def _with_best(plan: TrialPlan, best: Mapping[str, Any], options: RunOptions) ->
 
 def _tune_variants(spec: Spec, options: RunOptions, experiment: Location,
                    context: TrialContext) -> dict[str, dict[str, Any]]:
-    """Give every variant the same TPE budget (seeded, optionally with ASHA); return each one's best values."""
+    """Give every variant the same TPE budget (seeded, optionally with ASHA); return each one's best values.
+    With packs (--pack), a variant's samples train K at a time (ablations.pack_search)."""
     assert spec.search is not None
     space = load_search_space(spec.search.space)
     samples = search_samples(spec, options)
     storage = _journal(experiment)
     best: dict[str, dict[str, Any]] = {}
     epochs = build_config(options.budget, context.common, "search").train.epochs
+    size = pack_size(options.pack, context.resources["gpu"] > 0)
     for key in context.variants:
         study_name = f"{context.experiment}/tune/{key}"
         study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
@@ -651,22 +655,53 @@ def _tune_variants(spec: Spec, options: RunOptions, experiment: Location,
         completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         remaining = samples - len(completed)
         if remaining > 0:
-            _say(f"tuning {key}: {remaining} of {samples} samples of {space.name}")
-            sampler = optuna.samplers.TPESampler(seed=zlib.crc32(study_name.encode()) % 2**31)
-            search = _OptunaSearch(space=space.optuna_space_fn({"variant_key": key}), sampler=sampler,
-                                   metric=spec.metric, mode=spec.mode, storage=storage, study_name=study_name)
-            scheduler = None
-            if spec.search.scheduler:
-                scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs,
-                                          grace_period=spec.search.scheduler["grace_period"],
-                                          reduction_factor=spec.search.scheduler["reduction_factor"])
+            _say(f"tuning {key}: {remaining} of {samples} samples of {space.name}"
+                 f"{f', up to {size} at a time in trial packs' if size > 1 else ''}")
+            seed = zlib.crc32(study_name.encode()) % 2**31
             label = f"tune-{_slug(key)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-            # TPE learns from finished samples: suggest no more at once than can run at once
-            _tune(context, search, remaining, spec, options, experiment, label, scheduler, _slots(context.resources))
+            if size > 1:
+                _tune_in_packs(study_name, storage, space, key, remaining, size, seed, epochs, spec, options,
+                               experiment, label, context)
+            else:
+                search = _OptunaSearch(space=space.optuna_space_fn({VARIANT: key}),
+                                       sampler=optuna.samplers.TPESampler(seed=seed), metric=spec.metric,
+                                       mode=spec.mode, storage=storage, study_name=study_name)
+                scheduler = None
+                if spec.search.scheduler:
+                    scheduler = ASHAScheduler(time_attr="epoch", max_t=epochs,
+                                              grace_period=spec.search.scheduler["grace_period"],
+                                              reduction_factor=spec.search.scheduler["reduction_factor"])
+                # TPE learns from finished samples: suggest no more at once than can run at once
+                _tune(context, search, remaining, spec, options, experiment, label, scheduler,
+                      _slots(context.resources))
             study = optuna.load_study(study_name=study_name, storage=storage)
         best[key] = dict(study.best_trial.params)
         _say(f"best for {key}: {best[key]} ({spec.metric} {study.best_value:.2f})")
     return best
+
+
+def _tune_in_packs(study_name: str, storage: optuna.storages.BaseStorage, space: Any, key: str, samples: int,
+                   size: int, seed: int, epochs: int, spec: Spec, options: RunOptions, experiment: Location,
+                   label: str, context: TrialContext) -> None:
+    """One variant's tuning samples in packs of up to `size`, asked from a constant-liar TPE; with a scheduler, ASHA
+    stops members (ablations.pack_search.MemberRungs, a Ray actor for this variant's packs)."""
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=liar_sampler(seed))
+    abandoned = fail_abandoned(study)
+    if abandoned:
+        _say(f"{abandoned} samples of {key} that an earlier run left unfinished count as failed")
+    search = PackSearch(study, space, key, samples, size, lambda number, params: tuning_plan(context, key, params,
+                                                                                               number),
+                        spec.metric, spec.mode)
+    rungs = None
+    if spec.search is not None and spec.search.scheduler:
+        rungs = ray.remote(MemberRungs).options(num_cpus=0).remote(
+            epochs, spec.search.scheduler["grace_period"], spec.search.scheduler["reduction_factor"], spec.mode)
+    try:
+        _tune(replace(context, rungs=rungs), search, samples, spec, options, experiment, label,
+              concurrency=_slots(context.resources))
+    finally:
+        if rungs is not None:
+            ray.kill(rungs)
 
 
 def tuning_seed(seeds: tuple[int, ...]) -> int:

@@ -8,10 +8,12 @@ in `TrialContext` through the object store. Each trial's record (mmn.folders.RES
 """
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,8 +22,8 @@ import ray
 import torch
 from ray import tune
 
-from mmn.atomic import write_bytes
-from mmn.folders import CHECKPOINT, RECORDED_METRICS, TRIAL_STATE
+from mmn.atomic import write_bytes, write_json
+from mmn.folders import CHECKPOINT, RECORDED_METRICS, RESULT, TRIAL_STATE
 from mmn.model.registry import import_user_modules
 from mmn.provenance import provenance
 from mmn.train import PackMember, TrainingDiverged, fit, fit_pack
@@ -29,7 +31,10 @@ from mmn.train import PackMember, TrainingDiverged, fit, fit_pack
 from .expand import TrialPlan, build_config
 
 SEED = "train.seed"  # the seed's name among a planned trial's parameters, beside the factors' dotted keys
-PACK = "pack"  # a pack trial's one parameter: the pack's name
+PACK = "pack"  # a pack trial's parameter: the pack's name
+VARIANT = "variant_key"  # a tuning trial's variant
+SAMPLES = "samples"  # a tuning pack's members: [{"number": Optuna's trial number, "params": sampled values}, ...]
+MEMBER_VALUES = "member_values"  # a tuning pack's report: each member's latest value of the metric (NaN: failed)
 
 
 @dataclass(frozen=True)
@@ -49,11 +54,24 @@ class TrialContext:
     fingerprints: Mapping[str, str] = field(default_factory=dict)  # code_fingerprint, data_fingerprint
     command: tuple[str, ...] = ()  # the driver's command line
     imports: tuple[str, ...] = ()  # the user's modules to import before building a config (mmn.model.registry)
+    metric: str = "val_top1"  # the spec's metric: what a tuning pack reports per member (MEMBER_VALUES)
+    rungs: Any = None  # a tuning pack's early stopping: ablations.pack_search.MemberRungs as a Ray actor, or None
 
 
 def trial_params(plan: TrialPlan) -> dict[str, Any]:
     """A planned trial as Optuna parameters and Tune config: each factor's value (by its dotted key) and the seed."""
     return {**plan.variant, SEED: plan.seed}
+
+
+def tuning_plan(context: TrialContext, variant_key: str, sampled: Mapping[str, Any],
+                number: int | None = None) -> TrialPlan:
+    """A tuning sample of `variant_key` as a trial: the experiment's settings, the variant's, the sampled values, on
+    the tuning seed; `number` (Optuna's) names a pack member's folder."""
+    overrides = {**context.common, **context.variants[variant_key], **sampled, SEED: context.tune_seed}
+    config = build_config(context.budget, overrides, f"trial {variant_key}")
+    return TrialPlan(trial_key=f"{variant_key},sample={number}", variant=context.variant_values[variant_key],
+                     variant_key=variant_key, seed=context.tune_seed, overrides=overrides, config=config,
+                     config_hash=config.hash(), sampled=dict(sampled))
 
 
 def planned_trial(config: Mapping[str, Any], planned: Mapping[str, TrialPlan]) -> TrialPlan:
@@ -132,34 +150,80 @@ def _no_cuda_warning(given: Mapping[str, Any], device: str) -> None:
               f"torch {torch.__version__}?): it trains on the CPU", file=sys.stderr)
 
 
-def _run_pack(name: str, context: TrialContext) -> None:
+def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
     """A pack trial: its members train as one fused model (mmn.train.fit_pack), each into its own folder inside the
-    pack's; one checkpoint per epoch holds every member's; Tune hears the members' mean metrics."""
-    plans = context.packs[name]
+    pack's; one checkpoint per epoch holds every member's; Tune hears the members' mean metrics per epoch. A tuning
+    pack's members are Optuna's samples: each report also carries each member's own value (MEMBER_VALUES, for the
+    searcher), and `context.rungs` may stop a member at an ASHA rung; it then leaves the pack."""
+    name = config[PACK]
+    plans = (context.packs[name] if name in context.packs else
+             [tuning_plan(context, config[VARIANT], s["params"], s["number"]) for s in config[SAMPLES]])
     state = Path(tune.get_context().get_trial_dir()) / TRIAL_STATE
     results_root, given = _result_dir(), _given()
-    members = []
-    for plan in plans:
-        config = build_config(context.budget, {**plan.overrides, "train.threads": context.threads},
-                              f"trial {plan.variant_key}")
+    members, latest = [], [float("nan")] * len(plans)
+    for index, plan in enumerate(plans):
         folder = member_folder(plan.trial_key)
+        earlier = _ended(results_root / folder, context.metric)
+        if earlier is not None:  # a retried pack: a member stopped or failed before stays so
+            latest[index] = earlier
+            continue
+        member_config = build_config(context.budget, {**plan.overrides, "train.threads": context.threads},
+                                     f"trial {plan.variant_key}")
         checkpoint_dir = state / folder
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        _restore(checkpoint_dir, config.hash(), context, folder)
-        extra = {**_extra(context, plan.variant_key, plan.variant, plan.sampled, config.train.device, given),
+        _restore(checkpoint_dir, member_config.hash(), context, folder)
+        extra = {**_extra(context, plan.variant_key, plan.variant, plan.sampled, member_config.train.device, given),
                  "pack": {"name": name, "members": [p.trial_key for p in plans]}}
-        members.append(PackMember(config, checkpoint_dir, results_root / folder, extra))
-    _no_cuda_warning(given, members[0].config.train.device)
+        members.append((index, PackMember(member_config, checkpoint_dir, results_root / folder, extra)))
+    if not members:
+        tune.report({"epoch": 0, MEMBER_VALUES: latest, "members": 0})
+        return
+    _no_cuda_warning(given, members[0][1].config.train.device)
+    indices = [index for index, _ in members]
+    last: dict[str, Any] = {}
 
-    def report(epoch: int, records: list[dict[str, Any]]) -> None:
-        means = {key: sum(r[key] for r in records) / len(records) for key in RECORDED_METRICS
-                 if all(key in r for r in records)}
-        tune.report({"epoch": epoch, **means, "members": len(records)},
-                    checkpoint=tune.Checkpoint.from_directory(str(state)))
+    def report(epoch: int, records: dict[int, dict[str, Any]]) -> list[int]:
+        records = {indices[i]: record for i, record in records.items()}  # by the pack's member order
+        for index, record in records.items():
+            latest[index] = record.get(context.metric, float("nan"))
+        stop = _stopped_at_rung(context, epoch, records)
+        last.update({key: sum(r[key] for r in records.values()) / len(records) for key in RECORDED_METRICS
+                     if all(key in r for r in records.values())},
+                    epoch=epoch, members=len(records) - len(stop))
+        tune.report({**last, MEMBER_VALUES: list(latest)}, checkpoint=tune.Checkpoint.from_directory(str(state)))
+        return [indices.index(index) for index in stop]
 
-    results = fit_pack(members, on_epoch_end=report)
+    results = fit_pack([member for _, member in members], on_epoch_end=report)
+    for index, result in zip(indices, results):
+        if result["status"] == "failed":
+            latest[index] = float("nan")
     if all(r["status"] == "failed" for r in results):  # every member diverged: end as a diverged solo trial does
-        tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "diverged": True})
+        tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "diverged": True,
+                     MEMBER_VALUES: latest})
+    elif SAMPLES in config:  # the searcher hears how every member ended, a member that diverged last included
+        tune.report({**last, MEMBER_VALUES: latest})
+
+
+def _ended(folder: Path, metric: str) -> float | None:
+    """A pack member's last value of its metric when its record says it stopped or failed before (NaN if failed),
+    else None: it trains."""
+    try:
+        record = json.loads((folder / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("status") == "failed":
+        return float("nan")
+    if record.get("status") == "stopped":
+        return float((record.get("final") or {}).get(metric, float("nan")))
+    return None
+
+
+def _stopped_at_rung(context: TrialContext, epoch: int, records: Mapping[int, Mapping[str, Any]]) -> list[int]:
+    """The members that ASHA's rungs (context.rungs) stop after `epoch`, asked in member order."""
+    if context.rungs is None:
+        return []
+    keeps = ray.get([context.rungs.keep.remote(epoch, r.get(context.metric, float("nan"))) for r in records.values()])
+    return [index for index, keep in zip(records, keeps) if not keep]
 
 
 def member_folder(trial_key: str) -> str:
@@ -170,40 +234,67 @@ def member_folder(trial_key: str) -> str:
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     import_user_modules(context.imports)  # what the user named (--import, the spec's imports:), as the driver did
     if PACK in config:
-        return _run_pack(config[PACK], context)
+        return _run_pack(config, context)
     if context.phase != "tune":  # grid or final phase: a planned trial
         plan = planned_trial(config, context.planned)
-        variant_key, seed, variant, sampled = plan.variant_key, plan.seed, plan.variant, dict(plan.sampled)
-        overrides = dict(plan.overrides)
     else:  # tuning phase: the sampled values arrive as dotted keys
-        variant_key, seed = config["variant_key"], context.tune_seed
-        variant = context.variant_values[variant_key]
-        sampled = {k: v for k, v in config.items() if "." in k}
-        overrides = {**context.common, **context.variants[variant_key], **sampled, "train.seed": seed}
-    run_config = build_config(context.budget, {**overrides, "train.threads": context.threads}, f"trial {variant_key}")
+        plan = tuning_plan(context, config[VARIANT], {k: v for k, v in config.items() if "." in k})
+    run_config = build_config(context.budget, {**plan.overrides, "train.threads": context.threads},
+                              f"trial {plan.variant_key}")
     trial_context = tune.get_context()
     checkpoint_dir = Path(trial_context.get_trial_dir()) / TRIAL_STATE
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     _restore(checkpoint_dir, run_config.hash(), context)
 
     reported: list[int] = []  # the epochs reported to Tune by this run
+    last: list[tuple[dict[str, Any], Path | None]] = []
 
     def report(record: dict[str, Any], folder: Path | None) -> None:
         reported.append(record["epoch"])
+        if record["epoch"] == run_config.train.epochs:  # Tune hears it once the record says finished (below)
+            last.append((record, folder))
+            return
         tune.report(record, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
     given = _given()
     _no_cuda_warning(given, run_config.train.device)
-    extra = _extra(context, variant_key, variant, sampled, run_config.train.device, given)
+    extra = _extra(context, plan.variant_key, plan.variant, plan.sampled, run_config.train.device, given)
     try:
         result = fit(run_config, on_epoch=report, checkpoint_dir=checkpoint_dir, out_dir=_result_dir(), extra=extra,
                      progress=False)
-        if not reported:  # resumed after its last epoch (its driver died before Tune heard): report how it ended
+        # The last epoch's result is reported after `fit` has marked the record finished: ASHA stops a trial on
+        # hearing its last epoch (max_t), inside the report, and the record would otherwise stay "running".
+        if last:
+            tune.report(last[0][0], checkpoint=tune.Checkpoint.from_directory(str(last[0][1])))
+        elif not reported:  # resumed after its last epoch (its driver died before Tune heard): report how it ended
             tune.report({"epoch": result["epochs_completed"], **result["final"]})
     except TrainingDiverged:
         # The trial's record already says failed and why. Retrying would diverge again at the same step, so end the
         # trial normally (Ray does not retry it) with NaN metrics (Optuna records a failed trial, ASHA ignores it).
         tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "diverged": True})
+
+
+class EarlyStopped(tune.Callback):
+    """Marks the record of a solo trial that the scheduler (ASHA) stopped as `stopped`, as a pack member's is
+    (mmn.train.fit_pack): Tune ends such a trial inside its report, so the trial cannot say so itself, and its record
+    would say `running` for good. A trial ending any other way has marked its record finished or failed before Tune
+    hears of it; an interrupted run's trials are not completed, so they stay resumable. On local (or NFS) storage
+    only: on an object store the worker's last upload of its folder would undo the mark."""
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        storage = trial.storage
+        if storage is None or not isinstance(storage.storage_filesystem, pafs.LocalFileSystem):
+            return
+        path = Path(storage.trial_fs_path) / RESULT
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        if record.get("status") != "running":
+            return
+        ended = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json(path, {**record, "status": "stopped", "stopped_after_epoch": record.get("epochs_completed", 0),
+                          "ended": ended})
 
 
 class StagingCleanup(tune.Callback):

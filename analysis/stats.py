@@ -321,7 +321,8 @@ def significance_note(summary: pd.DataFrame, experiment: str) -> str | None:
 
 
 def failed_trials(table: pd.DataFrame) -> pd.DataFrame:
-    """Every trial that did not finish (tuning trials included), never silently dropped.
+    """Every trial that did not finish (tuning trials included), never silently dropped; a tuning trial that the
+    early-stopping scheduler stopped (status "stopped") ended as meant and is not among them.
 
     Columns: experiment, variant (canonical JSON, None if its trial record was unreadable), seed, status, error,
     search_phase, trial_dir, and rerun_finished: whether the same configuration (config_hash) finished in
@@ -329,6 +330,6 @@ def failed_trials(table: pd.DataFrame) -> pd.DataFrame:
     """
     summary = table[table["row"] == "summary"]
     finished_hashes = set(summary.loc[summary["status"] == "finished", "config_hash"].dropna())
-    failed = summary[summary["status"] != "finished"]
+    failed = summary[~summary["status"].isin(("finished", "stopped"))]
     columns = ["experiment", "variant", "seed", "status", "error", "search_phase", "trial_dir"]
     return failed[columns].assign(rerun_finished=failed["config_hash"].isin(finished_hashes)).reset_index(drop=True)

@@ -11,8 +11,10 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
+import pyarrow.fs as pafs
 import pytest
 import ray
 
@@ -20,6 +22,7 @@ from ablations import run as ablations_run
 from ablations.runner import RunOptions, run_experiment, scan_results
 from ablations.spec import load_spec
 from ablations.storage import locate
+from ablations.trainable import EarlyStopped
 from mmn.config import DataConfig
 from mmn.folders import RESULT
 from mmn.provenance import data_fingerprint, git_state
@@ -121,11 +124,14 @@ def test_tuning_gives_every_variant_the_same_budget_then_reruns_the_best(ray_ses
         seeds: 1
         search: {space: regularisation, samples: 2, scheduler: {type: asha, grace_period: 1}}
         """))
-    outcome = run_experiment(load_spec(path), RunOptions(storage=str(tmp_path / "runs"), epochs=1,
+    outcome = run_experiment(load_spec(path), RunOptions(storage=str(tmp_path / "runs"), epochs=2,
                                                          overrides=dict(TINY_SET)))
     records = scan_results(locate(str(tmp_path / "runs"), "tiny_tune"))
     phases = [r["search"]["phase"] for r in records.values() if r.get("search")]
     assert phases.count("tune") == 4 and phases.count("final") == 2
+    for record in records.values():  # one that ASHA stopped after epoch 1 says so (ablations.trainable.EarlyStopped)
+        assert (record["status"], record.get("stopped_after_epoch")) in (("finished", None), ("stopped", 1))
+        assert record["epochs_completed"] == (2 if record["status"] == "finished" else 1)
     assert len(outcome.finished) == 2
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
         str(tmp_path / "runs" / "tiny_tune" / "study.journal")))
@@ -137,6 +143,18 @@ def test_tuning_gives_every_variant_the_same_budget_then_reruns_the_best(ray_ses
         for key, value in tuned.best_trial.params.items():
             section, name = key.split(".")
             assert final["config"][section][name] == pytest.approx(value)
+
+
+def test_a_trial_the_scheduler_stopped_is_marked_stopped_and_others_are_left_alone(tmp_path):
+    """Tune completes a trial that ASHA stopped inside its report, with its record still `running`: the callback
+    marks it; a finished or failed record is not touched."""
+    storage = SimpleNamespace(storage_filesystem=pafs.LocalFileSystem(), trial_fs_path=str(tmp_path))
+    for status, after in (("running", "stopped"), ("finished", "finished"), ("failed", "failed")):
+        (tmp_path / RESULT).write_text(json.dumps({"status": status, "epochs_completed": 3}))
+        EarlyStopped().on_trial_complete(0, [], SimpleNamespace(storage=storage))
+        record = json.loads((tmp_path / RESULT).read_text())
+        assert record["status"] == after
+        assert record.get("stopped_after_epoch") == (3 if after == "stopped" else None)
 
 
 @pytest.mark.slow

@@ -6,8 +6,10 @@ import json
 import textwrap
 from pathlib import Path
 
+import optuna
 import pytest
 
+from ablations.pack_search import MemberRungs
 from ablations.packing import pack_size, plan_packs
 from ablations.runner import RunOptions, plan_experiment, run_experiment
 from ablations.spec import load_spec
@@ -71,3 +73,53 @@ def test_a_packed_experiment_writes_solo_trial_folders_and_resumes_members(ray_s
                if json.loads(p.read_text())["config_hash"] == record["config_hash"]]
     newest = max(resumed, key=lambda r: r["started"])
     assert newest["status"] == "finished" and newest["resumed_after_epochs"] == [2]
+
+
+@pytest.mark.slow
+def test_tuning_samples_train_in_packs_and_asha_stops_single_members(ray_session, tmp_path: Path) -> None:
+    """A variant's tuning samples, asked of the constant-liar TPE K at a time, train as one pack; each member's value
+    reaches its Optuna trial; ASHA's rungs stop members one by one, as its rule says for the values they reached."""
+    path = tmp_path / "tuned.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: tuned
+        factors:
+          model.mtm: [true]
+        seeds: 1
+        metric: train_loss
+        search: {space: regularisation, samples: 4, scheduler: {type: asha, grace_period: 1, reduction_factor: 2}}
+        """))
+    outcome = run_experiment(load_spec(path), RunOptions(storage=str(tmp_path / "runs"), epochs=3,
+                                                         overrides=dict(TINY_SET), pack=4))
+    assert len(outcome.finished) == 1 and not outcome.failed  # the best configuration's final run
+
+    folder = tmp_path / "runs" / "tuned"
+    members = sorted(((p.parent, json.loads(p.read_text())) for p in folder.rglob(RESULT)
+                      if json.loads(p.read_text())["search"]["phase"] == "tune"),
+                     key=lambda item: int(item[0].name.rsplit("=", 1)[1]))
+    assert [m.name for m, _ in members] == [f"mtm=true,sample={n}" for n in range(4)]
+    assert {m.parent.name for m, _ in members} == {"pack-mtm=true,samples=0+1+2+3"}  # one pack, one Tune trial
+
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(folder / "study.journal")))
+    study = optuna.load_study(study_name="tuned/tune/mtm=true", storage=storage)
+    rungs = MemberRungs(epochs=3, grace_period=1, reduction_factor=2, mode="min")
+    stopped_at = {}
+    for epoch in (1, 2, 3):  # the rungs' rule, replayed in the order the pack asked: member order
+        for number, (member, record) in enumerate(members):
+            history = [json.loads(line) for line in (member / HISTORY).read_text().splitlines()]
+            if number not in stopped_at and len(history) >= epoch and not rungs.keep(epoch,
+                                                                                    history[epoch - 1]["train_loss"]):
+                stopped_at[number] = epoch
+    assert stopped_at, "no member was stopped"
+    for number, (member, record) in enumerate(members):
+        trial = study.trials[number]
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        assert trial.value == record["final"]["train_loss"]  # its own value, not the pack's mean
+        assert trial.params == pytest.approx(record["search"]["sampled"])
+        if number in stopped_at:
+            assert (record["status"], record["stopped_after_epoch"], record["epochs_completed"]) == \
+                ("stopped", stopped_at[number], stopped_at[number])
+        else:
+            assert (record["status"], record["epochs_completed"]) == ("finished", 3)
+    (final,) = outcome.finished
+    assert final["search"]["sampled"] == pytest.approx(study.best_trial.params)

@@ -1,0 +1,128 @@
+"""The tuning phase in trial packs: Optuna suggests K configurations at a time, they train as one pack, and ASHA
+decides per member.
+
+With packs (`--pack`, ablations.packing), a variant's tuning samples train K at a time as one fused model
+(mmn.train.fit_pack). `PackSearch` is the Tune searcher that forms those packs. It asks Optuna's TPE for K samples in
+a row with the constant-liar strategy (a sample still training counts as the worst value seen so far, so that the K
+samples spread over the space instead of piling onto one point), groups them by pack key (samples that change a
+shape, such as the width, cannot share a pack), and tells Optuna each member's own value when its pack ends: the
+value at its last epoch, as a solo tuning trial's (NaN, a diverged member: failed).
+
+ASHA cannot stop one member through Tune, to which a pack is one trial. `MemberRungs` keeps ASHA's rungs for every
+member of a variant's packs instead, in a small Ray actor the pack trials ask after each epoch: at a rung, a member
+whose value is not within the best 1/reduction_factor of the values recorded there before it is stopped and leaves
+its pack (asynchronous successive halving, as Ray's ASHAScheduler decides for solo trials).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import optuna
+from ray.tune.search import Searcher
+
+from search_spaces import SearchSpace
+
+from .expand import TrialPlan
+from .packing import plan_packs
+from .trainable import MEMBER_VALUES, PACK, SAMPLES, VARIANT
+
+
+def liar_sampler(seed: int) -> optuna.samplers.TPESampler:
+    """TPE, seeded, with the constant liar: what a searcher asking for several samples before any has ended needs."""
+    with warnings.catch_warnings():  # constant_liar is marked experimental in Optuna
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+
+def fail_abandoned(study: optuna.Study) -> int:
+    """Tell the study that samples left running by an earlier, interrupted run failed (the driver lock makes sure no
+    other run has them), so that the constant liar does not count them; how many."""
+    abandoned = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in abandoned:
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    return len(abandoned)
+
+
+class PackSearch(Searcher):
+    """Hands Tune one tuning pack per trial: `samples` samples of `space` for `variant_key`, asked from `study` up to
+    `size` at a time; `plan(number, params)` makes a sample a trial (ablations.trainable.tuning_plan)."""
+
+    def __init__(self, study: optuna.Study, space: SearchSpace, variant_key: str, samples: int, size: int,
+                 plan: Callable[[int, dict[str, Any]], TrialPlan], metric: str, mode: str) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.study, self.space, self.variant_key, self.size, self.plan = study, space, variant_key, size, plan
+        self.left = samples  # not yet asked of Optuna
+        self.ready: list[list[optuna.Trial]] = []  # asked, in packs, not yet handed to Tune
+        self.running: dict[str, list[optuna.Trial]] = {}  # Tune's trial id → its pack's samples
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if not self.ready:
+            if self.left == 0:
+                return Searcher.FINISHED
+            self._ask(min(self.size, self.left))
+        members = self.ready.pop(0)
+        self.running[trial_id] = members
+        numbers = [trial.number for trial in members]
+        return {PACK: f"pack-{self.variant_key},samples={'+'.join(map(str, numbers))}", VARIANT: self.variant_key,
+                SAMPLES: [{"number": trial.number, "params": dict(trial.params)} for trial in members]}
+
+    def _ask(self, count: int) -> None:
+        """`count` samples, one after another (each sampled before the next is asked: the constant liar sees it),
+        into packs of one pack key each."""
+        asked = []
+        for _ in range(count):
+            trial = self.study.ask()
+            self.space.define_by_run(trial)
+            asked.append(trial)
+        self.left -= count
+        by_key = {f"{self.variant_key},sample={trial.number}": trial for trial in asked}
+        plans = [self.plan(trial.number, dict(trial.params)) for trial in asked]
+        self.ready += [[by_key[plan.trial_key] for plan in pack.members] for pack in plan_packs(plans, self.size)]
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to write: a rerun resumes the tuning from the Optuna journal, which holds every sample and its
+        value, never from Tune's experiment state (Tune asks anyway, and warns of a searcher that cannot)."""
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        """Each member's value to Optuna: its last one, or failed (diverged, or the whole pack failed)."""
+        members = self.running.pop(trial_id, [])
+        values = (result or {}).get(MEMBER_VALUES) or [math.nan] * len(members)
+        for trial, value in zip(members, values):
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.study.tell(trial, float(value))
+            else:
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+class MemberRungs:
+    """ASHA's rungs for pack members: after `grace_period` epochs, then every `reduction_factor` times as many, up to
+    (not including) `epochs`, a member continues only if its value is within the best 1/reduction_factor of those
+    recorded at that rung before it. Made a Ray actor by the runner (`ray.remote(MemberRungs)`)."""
+
+    def __init__(self, epochs: int, grace_period: int, reduction_factor: int, mode: str) -> None:
+        self.reduction_factor, self.mode = reduction_factor, mode
+        milestones, rung = [], grace_period
+        while rung < epochs:
+            milestones.append(rung)
+            rung *= reduction_factor
+        self.recorded: dict[int, list[float]] = {milestone: [] for milestone in milestones}
+
+    def keep(self, epoch: int, value: float) -> bool:
+        """Whether a member that reached `epoch` with `value` trains on; NaN never does."""
+        if epoch not in self.recorded:
+            return True
+        earlier = self.recorded[epoch]
+        earlier.append(value)
+        if math.isnan(value):
+            return False
+        finite = [v for v in earlier[:-1] if not math.isnan(v)]
+        if not finite:
+            return True
+        best_share = 100 / self.reduction_factor
+        if self.mode == "max":
+            return value >= float(np.percentile(finite, 100 - best_share))
+        return value <= float(np.percentile(finite, best_share))

@@ -1,0 +1,78 @@
+"""The tuning phase's pack searcher and ASHA's rungs for pack members (ablations.pack_search), on a real Optuna
+study; the tuning phase through Ray is in tests/test_packs_run.py."""
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+from ray.tune.search import Searcher
+
+from ablations.pack_search import MemberRungs, PackSearch, fail_abandoned, liar_sampler
+from ablations.trainable import MEMBER_VALUES, SAMPLES, TrialContext, tuning_plan
+from search_spaces import load_search_space
+
+KEY = "mtm=true"
+CONTEXT = TrialContext(experiment="t", budget="quick", common={"train.epochs": 2, "train.warmup_epochs": 0},
+                       variants={KEY: {"model.mtm": True}}, variant_values={KEY: {"model.mtm": True}}, tune_seed=0)
+
+
+def _search(study: optuna.Study, samples: int, size: int) -> PackSearch:
+    return PackSearch(study, load_search_space("tune"), KEY, samples, size,
+                      lambda number, params: tuning_plan(CONTEXT, KEY, params, number), "val_top1", "max")
+
+
+def test_every_sample_is_handed_out_once_in_packs_of_one_shape() -> None:
+    study = optuna.create_study(direction="maximize", sampler=liar_sampler(3))
+    search = _search(study, samples=7, size=3)
+    packs = []
+    while (config := search.suggest(f"trial{len(packs)}")) != Searcher.FINISHED:
+        packs.append(config)
+    numbers = [sample["number"] for pack in packs for sample in pack[SAMPLES]]
+    assert sorted(numbers) == list(range(7))
+    for pack in packs:
+        assert 1 <= len(pack[SAMPLES]) <= 3
+        # the `tune` space samples the width: only samples of one width share a pack
+        assert len({sample["params"]["model.embed_dim"] for sample in pack[SAMPLES]}) == 1
+        assert pack["pack"] == f"pack-{KEY},samples=" + "+".join(str(s["number"]) for s in pack[SAMPLES])
+    assert all(trial.state == optuna.trial.TrialState.RUNNING for trial in study.trials)
+
+    first = [sample["number"] for sample in packs[0][SAMPLES]]
+    values = [61.5, math.nan, 40.0][:len(first)]
+    search.on_trial_complete("trial0", {MEMBER_VALUES: values})
+    for number, value in zip(first, values):
+        trial = study.trials[number]
+        if math.isnan(value):
+            assert trial.state == optuna.trial.TrialState.FAIL
+        else:
+            assert (trial.state, trial.value) == (optuna.trial.TrialState.COMPLETE, value)
+    search.on_trial_complete("trial1", None, error=True)  # a pack that failed as a whole: its members failed
+    assert {study.trials[s["number"]].state for s in packs[1][SAMPLES]} == {optuna.trial.TrialState.FAIL}
+
+
+def test_samples_left_running_by_an_interrupted_run_count_as_failed() -> None:
+    study = optuna.create_study(direction="maximize", sampler=liar_sampler(3))
+    search = _search(study, samples=2, size=2)
+    search.suggest("lost")  # the driver died: its samples stay RUNNING in the journal
+    assert fail_abandoned(study) == 2 and fail_abandoned(study) == 0
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.FAIL}
+
+
+def test_rungs_keep_the_best_share_of_what_reached_them_before() -> None:
+    rungs = MemberRungs(epochs=8, grace_period=1, reduction_factor=2, mode="max")
+    assert list(rungs.recorded) == [1, 2, 4]  # a rung at the last epoch would stop nothing
+    assert rungs.keep(1, 50.0)  # the first at a rung always goes on
+    assert not rungs.keep(1, 40.0)  # below the median of [50]
+    assert rungs.keep(1, 45.0)  # the median of [50, 40] is 45: within the best half
+    assert not rungs.keep(1, math.nan)
+    assert rungs.keep(3, 0.0) and rungs.keep(8, 0.0)  # not rungs
+    lowest = MemberRungs(epochs=4, grace_period=1, reduction_factor=3, mode="min")
+    assert list(lowest.recorded) == [1, 3]
+    assert lowest.keep(3, 2.0) and lowest.keep(3, 3.0) is False
+    # the best third for a loss: at most the 33.3rd percentile, 2.333 of [2, 3], then 2.2 of [2, 3, 2.3]
+    assert lowest.keep(3, 2.3) and not lowest.keep(3, 2.4)
+
+
+@pytest.mark.parametrize("epochs, expected", [(1, []), (2, [1]), (9, [1, 2, 4, 8])])
+def test_rungs_lie_below_the_last_epoch(epochs: int, expected: list[int]) -> None:
+    assert list(MemberRungs(epochs, 1, 2, "max").recorded) == expected
