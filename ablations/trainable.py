@@ -21,6 +21,7 @@ import pyarrow.fs as pafs
 import ray
 import torch
 from ray import tune
+from tensorboardX import SummaryWriter
 
 from mmn.atomic import write_bytes, write_json
 from mmn.folders import CHECKPOINT, RECORDED_METRICS, RESULT, TRIAL_STATE
@@ -152,9 +153,11 @@ def _no_cuda_warning(given: Mapping[str, Any], device: str) -> None:
 
 def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
     """A pack trial: its members train as one fused model (mmn.train.fit_pack), each into its own folder inside the
-    pack's; one checkpoint per epoch holds every member's; Tune hears the members' mean metrics per epoch. A tuning
-    pack's members are Optuna's samples: each report also carries each member's own value (MEMBER_VALUES, for the
-    searcher), and `context.rungs` may stop a member at an ASHA rung; it then leaves the pack."""
+    pack's; one checkpoint per epoch holds every member's. Tune hears, per epoch, the members' mean metrics and each
+    member's own (`member/<i>/<metric>`, i its place in the pack), so TensorBoard, W&B and MLflow show every
+    member's curve in the pack's run; each member's folder also gets its own TensorBoard file, as a solo trial's
+    has. A tuning pack's members are Optuna's samples: each report also carries each member's value of the metric
+    (MEMBER_VALUES, for the searcher), and `context.rungs` may stop a member at an ASHA rung; it then leaves."""
     name = config[PACK]
     plans = (context.packs[name] if name in context.packs else
              [tuning_plan(context, config[VARIANT], s["params"], s["number"]) for s in config[SAMPLES]])
@@ -180,20 +183,28 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
         return
     _no_cuda_warning(given, members[0][1].config.train.device)
     indices = [index for index, _ in members]
+    events = {index: SummaryWriter(str(member.out_dir)) for index, member in members}
     last: dict[str, Any] = {}
 
     def report(epoch: int, records: dict[int, dict[str, Any]]) -> list[int]:
         records = {indices[i]: record for i, record in records.items()}  # by the pack's member order
         for index, record in records.items():
             latest[index] = record.get(context.metric, float("nan"))
+            _write_scalars(events[index], record, epoch)
         stop = _stopped_at_rung(context, epoch, records)
         last.update({key: sum(r[key] for r in records.values()) / len(records) for key in RECORDED_METRICS
                      if all(key in r for r in records.values())},
                     epoch=epoch, members=len(records) - len(stop))
-        tune.report({**last, MEMBER_VALUES: list(latest)}, checkpoint=tune.Checkpoint.from_directory(str(state)))
+        own = {str(index): {key: r[key] for key in RECORDED_METRICS if key in r} for index, r in records.items()}
+        tune.report({**last, "member": own, MEMBER_VALUES: list(latest)},
+                    checkpoint=tune.Checkpoint.from_directory(str(state)))
         return [indices.index(index) for index in stop]
 
-    results = fit_pack([member for _, member in members], on_epoch_end=report)
+    try:
+        results = fit_pack([member for _, member in members], on_epoch_end=report)
+    finally:
+        for writer in events.values():
+            writer.close()
     for index, result in zip(indices, results):
         if result["status"] == "failed":
             latest[index] = float("nan")
@@ -202,6 +213,14 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
                      MEMBER_VALUES: latest})
     elif SAMPLES in config:  # the searcher hears how every member ended, a member that diverged last included
         tune.report({**last, MEMBER_VALUES: latest})
+
+
+def _write_scalars(writer: SummaryWriter, record: Mapping[str, Any], epoch: int) -> None:
+    """A pack member's epoch into its own TensorBoard file, under the tags Tune's logger gives a solo trial's."""
+    for key, value in record.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            writer.add_scalar(f"ray/tune/{key}", value, global_step=epoch)
+    writer.flush()
 
 
 def _ended(folder: Path, metric: str) -> float | None:

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import re
-import struct
 import sys
 import textwrap
 from pathlib import Path
@@ -23,6 +22,7 @@ from ablations.runner import RunOptions, run_experiment
 from ablations.spec import load_spec
 from mmn.folders import RESULT
 from mmn.train import _Progress
+from tests.helpers.events import scalars
 
 SMALL = {"model.embed_dim": 16, "model.depth": 1, "model.num_scales": 1, "data.synthetic_clips_per_class": 1,
          "model.num_frames": 8, "train.batch_size": 8}
@@ -39,20 +39,6 @@ class _Records(logging.Handler):
 
     def messages(self, level: int = logging.DEBUG) -> list[str]:
         return [r.getMessage() for r in self.records if r.levelno >= level]
-
-
-def _scalars(path: Path) -> dict[str, list[tuple[int, float]]]:
-    """tag → (step, value) of a TensorBoard event file: TFRecords (length, its CRC, an Event, its CRC)."""
-    from tensorboardX.proto import event_pb2
-
-    data, offset, scalars = path.read_bytes(), 0, {}
-    while offset < len(data):
-        (length,) = struct.unpack("<Q", data[offset:offset + 8])
-        event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
-        offset += 12 + length + 4
-        for value in event.summary.value:
-            scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return scalars
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +88,10 @@ def test_every_trial_folder_has_tensorboard_scalars_beside_our_record(tracked):
     assert (len(tracked["outcome"].finished), len(tracked["outcome"].failed)) == (1, 1)
     folder = _finished_folder(tracked)
     (events,) = folder.glob("events.out.tfevents.*")
-    scalars = _scalars(events)
-    assert [step for step, _ in scalars["ray/tune/val_top1"]] == [1, 2]
+    logged = scalars(events)
+    assert [step for step, _ in logged["ray/tune/val_top1"]] == [1, 2]
     history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
-    assert [value for _, value in scalars["ray/tune/val_top1"]] == pytest.approx([r["val_top1"] for r in history])
+    assert [value for _, value in logged["ray/tune/val_top1"]] == pytest.approx([r["val_top1"] for r in history])
     # Tune's own JSON logger writes its result.json; our record keeps its own name and content.
     assert json.loads((folder / RESULT).read_text())["status"] == "finished"
     assert RESULT != "result.json" and (folder / "result.json").exists()

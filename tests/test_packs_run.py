@@ -15,6 +15,7 @@ from ablations.runner import RunOptions, plan_experiment, run_experiment
 from ablations.spec import load_spec
 from analysis.collect import collect
 from mmn.folders import BEST_PREDICTIONS, BEST_WEIGHTS, HISTORY, RESULT
+from tests.helpers.events import scalars
 
 pytestmark = pytest.mark.ray
 
@@ -60,6 +61,14 @@ def test_a_packed_experiment_writes_solo_trial_folders_and_resumes_members(ray_s
         assert record["pack"]["name"] == f"pack-{record['variant_key']},seeds=1-2"
         assert {RESULT, HISTORY, BEST_WEIGHTS, BEST_PREDICTIONS} <= {p.name for p in member.iterdir()}
         assert record["status"] == "finished" and record["epochs_completed"] == 2
+        # its own TensorBoard file, as a solo trial's, with its own epochs
+        (events,) = member.glob("events.out.tfevents.*")
+        history = [json.loads(line) for line in (member / HISTORY).read_text().splitlines()]
+        assert scalars(events)["ray/tune/val_top1"] == [(r["epoch"], pytest.approx(r["val_top1"])) for r in history]
+        # and Tune hears it: each member's metrics in its pack's results, by its place in the pack
+        place = record["pack"]["members"].index(member.name)
+        reported = [json.loads(line) for line in (member.parent / "result.json").read_text().splitlines()]
+        assert [r["member"][str(place)]["val_top1"] for r in reported] == pytest.approx([r["val_top1"] for r in history])
     table = collect(str(folder))
     assert sorted(table.groupby("trial_dir").first()["seed"].tolist()) == [1, 1, 2, 2]
 
