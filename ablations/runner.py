@@ -483,6 +483,10 @@ def _run_locked(spec: Spec, options: RunOptions, name: str, experiment: Location
         stop.install()
         try:
             resources = _trial_resources(spec, options, plans[0], clips)
+            if resources.gpu == 0 and pack_size(options.pack, False) > 1:
+                _say(f"--pack {options.pack} on CPU trials: a pack trains no faster there than its members one "
+                     f"after another, and the paper model slower (docs/performance.md#trial-packs); --pack auto "
+                     f"leaves CPU trials alone")
             context = _trial_context(spec, options, name, fingerprints, resources)
             if todo is None:
                 plans = _tune_then_take_best(plans, spec, options, experiment, context)

@@ -18,7 +18,7 @@ echo "== 1. CUDA tests"
 python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_pack.py tests/test_fit_pack.py || true
 
 echo "== 2. pack throughput"
-python benchmarks/pack_throughput.py --device cuda --members 1,2,4,8,16 --seconds 1.5 --linear bmm,conv
+python -m benchmarks.pack_throughput --device cuda --members 1,2,4,8,16 --seconds 1.5 --linear bmm,conv
 
 echo "== 3. members of the paper model that fit"
 python - <<'PY'

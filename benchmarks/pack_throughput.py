@@ -1,13 +1,15 @@
 """Aggregate training throughput of trial packs (`mmn.pack.Pack`) of K members against one solo trial.
 
-    python benchmarks/pack_throughput.py --device cuda --members 1,2,4,8,16 --seconds 3
-    python benchmarks/pack_throughput.py --device cpu --members 1,2,4 --small --batch-size 8 --seconds 2
-    python benchmarks/pack_throughput.py --device cuda --members 8 --linear bmm,conv,einsum,loop
+    python -m benchmarks.pack_throughput --device cuda --members 1,2,4,8,16 --seconds 3
+    python -m benchmarks.pack_throughput --device cpu --members 1,2,4 --small --batch-size 8 --seconds 2
+    python -m benchmarks.pack_throughput --device cuda --members 8 --linear bmm,conv,einsum,loop
 
 K=1 "solo" is the plain solo step of mmn/train.py (model, cross entropy, optimizer, scheduler); each pack row is
 one step of the fused model of K members (mmn/pack.py), each on its own batch, with the members' linear maps run by
-each implementation of `mmn.model.kernels.grouped_linear` given to --linear. fp32 and, on CUDA, bf16 autocast; peak
-memory per setting.
+each implementation of `mmn.model.kernels.grouped_linear` given to --linear. "release" is the same step of the
+released model's structure (tests/helpers/release_baseline.py; the default model only). Random layers are off in
+all of them. fp32 and, on CUDA, bf16 autocast; each row against solo and against the release, and the
+peak memory of each setting.
 """
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ import torch
 
 from mmn.config import RunConfig, apply_overrides, with_budget
 from mmn.model import MMN, kernels
+from mmn.model.layers import DropPath
 from mmn.pack import Pack
 from mmn.schedule import warmup_cosine
 from mmn.train import _make_optimizer
+from tests.helpers.release_baseline import ReleaseBaseline
 
 SMALL = {"model.embed_dim": 16, "model.depth": 1, "model.num_scales": 1, "model.num_frames": 8}
 
@@ -70,13 +74,35 @@ def _peak_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # of the process so far
 
 
+def _release_step(config: RunConfig, device: torch.device, batch: int, autocast):
+    """The solo step of the released model's structure, random layers off as in the other rows."""
+    torch.manual_seed(config.train.seed)
+    model = ReleaseBaseline().to(device)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        elif isinstance(module, DropPath):
+            module.rate = 0.0
+    return _step(model, config, device, batch, autocast)
+
+
 def _solo_step(config: RunConfig, device: torch.device, batch: int, autocast, graphed: bool = False):
     """mmn/train.py's solo step; `graphed`: the model under torch.compile(mode="reduce-overhead") (CUDA graphs),
     for the launch-bound solo trial."""
-    model, optimizer, scheduler = _member(config, device)
+    torch.manual_seed(config.train.seed)
+    model = MMN(config.model).to(device)
+    return _step(model, config, device, batch, autocast, torch.compile(model, mode="reduce-overhead") if graphed
+                 else model)
+
+
+def _step(model: torch.nn.Module, config: RunConfig, device: torch.device, batch: int, autocast, forward=None):
+    """One training step of `model` (through `forward`, default the model) as mmn/train.py takes it: cross entropy,
+    backward, its optimizer and schedule."""
+    optimizer = _make_optimizer(model, config)
+    scheduler = warmup_cosine(optimizer, 10**6, 0, 0.0, 0.0)
     x, index_t, labels = (t[0] for t in _batch(config, 1, batch, device))
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.train.label_smoothing)
-    forward = torch.compile(model, mode="reduce-overhead") if graphed else model
+    forward = forward or model
     model.train()
 
     def step() -> None:
@@ -134,18 +160,29 @@ def main(argv: list[str] | None = None) -> int:
         precisions["bf16"] = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"batch {args.batch_size} per member, {'small' if args.small else 'default'} model")
-    print(f"{'precision':9} {'setting':14} {'clips/s':>10} {'per member':>11} {'vs solo':>8} {'peak MiB':>9}")
+    print(f"{'precision':9} {'setting':14} {'clips/s':>10} {'per member':>11} {'vs solo':>8} {'vs release':>10} "
+          f"{'peak MiB':>9}")
     for name, autocast in precisions.items():
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        solo = _timed(_solo_step(config, device, args.batch_size, autocast), device, args.seconds) * args.batch_size
-        print(f"{name:9} {'solo':14} {solo:10.1f} {solo:11.1f} {1.0:8.2f} {_peak_mib(device):9.0f}", flush=True)
+        def row(setting: str, rate: float, members: int = 1) -> None:
+            versus = f"{rate / release:10.2f}" if release else f"{'-':>10}"
+            print(f"{name:9} {setting:14} {rate:10.1f} {rate / members:11.1f} {rate / solo:8.2f} {versus} "
+                  f"{_peak_mib(device):9.0f}", flush=True)
+
+        def timed(step, clips: int) -> float:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            return _timed(step, device, args.seconds) * clips
+
+        release = None if args.small else timed(_release_step(config, device, args.batch_size, autocast),
+                                                args.batch_size)
+        solo = timed(_solo_step(config, device, args.batch_size, autocast), args.batch_size)
+        if release:
+            row("release", release)
+        row("solo", solo)
         if args.cuda_graphs and device.type == "cuda":
             try:
-                graphed = _timed(_solo_step(config, device, args.batch_size, autocast, graphed=True), device,
-                                 args.seconds) * args.batch_size
-                print(f"{name:9} {'solo graphed':14} {graphed:10.1f} {graphed:11.1f} {graphed / solo:8.2f} "
-                      f"{_peak_mib(device):9.0f}", flush=True)
+                row("solo graphed", timed(_solo_step(config, device, args.batch_size, autocast, graphed=True),
+                                          args.batch_size))
             except Exception as error:  # any failure to compile or capture: report it, keep the eager figures
                 print(f"{name:9} solo graphed: not measured ({type(error).__name__}: {str(error)[:120]})")
         for linear in linears:
@@ -154,16 +191,12 @@ def main(argv: list[str] | None = None) -> int:
                 if k == 1 and linear != linears[0]:
                     continue  # a pack of one has no grouped products
                 setting = f"pack of {k}" + (f" {linear}" if len(linears) > 1 and k > 1 else "")
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
                 try:
-                    rate = _timed(_pack_step(config, k, device, args.batch_size, autocast), device,
-                                  args.seconds) * args.batch_size * k
+                    rate = timed(_pack_step(config, k, device, args.batch_size, autocast), args.batch_size * k)
                 except torch.OutOfMemoryError:
                     print(f"{name:9} {setting:14} out of memory")
                     break
-                print(f"{name:9} {setting:14} {rate:10.1f} {rate / k:11.1f} {rate / solo:8.2f} "
-                      f"{_peak_mib(device):9.0f}", flush=True)
+                row(setting, rate, k)
     return 0
 
 
