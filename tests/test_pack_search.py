@@ -2,6 +2,7 @@
 study; the tuning phase through Ray is in tests/test_packs_run.py."""
 from __future__ import annotations
 
+import json
 import math
 
 import optuna
@@ -9,7 +10,8 @@ import pytest
 from ray.tune.search import Searcher
 
 from ablations.pack_search import MemberRungs, PackSearch, fail_abandoned, liar_sampler
-from ablations.trainable import MEMBER_VALUES, SAMPLES, TrialContext, tuning_plan
+from ablations.trainable import MEMBER_VALUES, SAMPLES, TrialContext, _ended, tuning_plan
+from mmn.folders import RESULT
 from search_spaces import load_search_space
 
 KEY = "mtm=true"
@@ -76,3 +78,11 @@ def test_rungs_keep_the_best_share_of_what_reached_them_before() -> None:
 @pytest.mark.parametrize("epochs, expected", [(1, []), (2, [1]), (9, [1, 2, 4, 8])])
 def test_rungs_lie_below_the_last_epoch(epochs: int, expected: list[int]) -> None:
     assert list(MemberRungs(epochs, 1, 2, "max").recorded) == expected
+
+
+def test_a_retried_pack_leaves_members_that_stopped_or_failed_as_they_ended(tmp_path) -> None:
+    assert _ended(tmp_path, "val_top1") is None  # no record yet: it trains
+    for status, expected in (("running", None), ("finished", None), ("stopped", 41.5), ("failed", "nan")):
+        (tmp_path / RESULT).write_text(json.dumps({"status": status, "final": {"val_top1": 41.5}}))
+        value = _ended(tmp_path, "val_top1")
+        assert (math.isnan(value) if expected == "nan" else value == expected), status
