@@ -1,7 +1,7 @@
 """Where a trial pack's training step spends its time, against the solo step: torch.profiler's top operators.
 
-    python benchmarks/pack_profile.py --device cuda --members 1,4
-    python benchmarks/pack_profile.py --device cpu --members 1 --small --batch-size 8
+    python -m benchmarks.pack_profile --device cuda --members 1,4
+    python -m benchmarks.pack_profile --device cpu --members 1 --small --batch-size 8
 
 For finding where a pack step (one step of the fused model of K members, mmn/pack.py) spends more than K solo
 steps would. Prints, per setting, the operators with the most device time (CPU time on a CPU) over a few profiled
