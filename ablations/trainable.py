@@ -226,15 +226,20 @@ def _write_scalars(writer: SummaryWriter, record: Mapping[str, Any], epoch: int)
 def _ended(folder: Path, metric: str) -> float | None:
     """A pack member's last value of its metric when its record says it stopped or failed before (NaN if failed),
     else None: it trains."""
-    try:
-        record = json.loads((folder / RESULT).read_text())
-    except (OSError, ValueError):
-        return None
+    record = _record(folder) or {}
     if record.get("status") == "failed":
         return float("nan")
     if record.get("status") == "stopped":
         return float((record.get("final") or {}).get(metric, float("nan")))
     return None
+
+
+def _record(folder: Path) -> dict[str, Any] | None:
+    """The trial record in `folder`, or None where there is none (yet) or it does not read."""
+    try:
+        return json.loads((folder / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _stopped_at_rung(context: TrialContext, epoch: int, records: Mapping[int, Mapping[str, Any]]) -> list[int]:
@@ -304,16 +309,13 @@ class EarlyStopped(tune.Callback):
         storage = trial.storage
         if storage is None or not isinstance(storage.storage_filesystem, pafs.LocalFileSystem):
             return
-        path = Path(storage.trial_fs_path) / RESULT
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return
-        if record.get("status") != "running":
+        folder = Path(storage.trial_fs_path)
+        record = _record(folder)
+        if record is None or record.get("status") != "running":
             return
         ended = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        write_json(path, {**record, "status": "stopped", "stopped_after_epoch": record.get("epochs_completed", 0),
-                          "ended": ended})
+        write_json(folder / RESULT, {**record, "status": "stopped",
+                                     "stopped_after_epoch": record.get("epochs_completed", 0), "ended": ended})
 
 
 class StagingCleanup(tune.Callback):
