@@ -515,15 +515,21 @@ def _run_locked(spec: Spec, options: RunOptions, name: str, experiment: Location
 
 
 def _interrupted_message(experiment: Location) -> str:
-    """What an interrupted run leaves, counted from the trial records: how many finished, how many a rerun
-    continues from a checkpoint, and how many it starts over."""
+    """What an interrupted run leaves, counted from the trial records: how many finished (and, tuning, how many
+    ASHA stopped), how many a rerun continues from a checkpoint, how many it starts over, and how many tuning samples
+    it replaces with new ones (a rerun asks Optuna for new samples in place of the unfinished ones)."""
     records = scan_results(experiment).values()
     finished = sum(1 for r in records if r.get("status") == "finished")
+    stopped = sum(1 for r in records if r.get("status") == "stopped")
     unfinished = [r for r in records if r.get("status") == "running"]  # a worker stopped mid-way leaves "running"
-    resumable = sum(1 for r in unfinished if _latest_checkpoint(experiment, r["_dir"]))
-    over = f", {len(unfinished) - resumable} will start over" if len(unfinished) > resumable else ""
-    return (f"interrupted: {finished} finished trials kept; {resumable} will resume from their last checkpoint"
-            f"{over}; rerun the same command (or with --resume)")
+    tuning = [r for r in unfinished if (r.get("search") or {}).get("phase") == "tune"]
+    planned = [r for r in unfinished if (r.get("search") or {}).get("phase") != "tune"]
+    resumable = sum(1 for r in planned if _latest_checkpoint(experiment, r["_dir"]))
+    kept = f" (and {stopped} that ASHA stopped)" if stopped else ""
+    over = f", {len(planned) - resumable} will start over" if len(planned) > resumable else ""
+    replaced = f", {len(tuning)} tuning samples will be replaced by new ones" if tuning else ""
+    return (f"interrupted: {finished} finished trials kept{kept}; {resumable} will resume from their last "
+            f"checkpoint{over}{replaced}; rerun the same command (or with --resume)")
 
 
 def _trial_context(spec: Spec, options: RunOptions, name: str, fingerprints: Mapping[str, str],
@@ -692,7 +698,8 @@ def _tune_in_packs(study_name: str, storage: optuna.storages.BaseStorage, space:
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=liar_sampler(seed))
     abandoned = fail_abandoned(study)
     if abandoned:
-        _say(f"{abandoned} samples of {key} that an earlier run left unfinished count as failed")
+        _say(f"{abandoned} sample{'s' * (abandoned > 1)} of {key} that an earlier run left unfinished "
+             f"{'count' if abandoned > 1 else 'counts'} as failed")
     search = PackSearch(study, space, key, samples, size, lambda number, params: tuning_plan(context, key, params,
                                                                                                number),
                         spec.metric, spec.mode)

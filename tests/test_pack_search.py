@@ -10,6 +10,8 @@ import pytest
 from ray.tune.search import Searcher
 
 from ablations.pack_search import MemberRungs, PackSearch, fail_abandoned, liar_sampler
+from ablations.runner import _interrupted_message
+from ablations.storage import locate
 from ablations.trainable import MEMBER_VALUES, SAMPLES, TrialContext, _ended, tuning_plan
 from mmn.folders import RESULT
 from search_spaces import load_search_space
@@ -86,3 +88,15 @@ def test_a_retried_pack_leaves_members_that_stopped_or_failed_as_they_ended(tmp_
         (tmp_path / RESULT).write_text(json.dumps({"status": status, "final": {"val_top1": 41.5}}))
         value = _ended(tmp_path, "val_top1")
         assert (math.isnan(value) if expected == "nan" else value == expected), status
+
+
+def test_an_interrupted_tuning_run_says_its_unfinished_samples_are_replaced_not_resumed(tmp_path) -> None:
+    trials = {"a": ("finished", "tune"), "b": ("stopped", "tune"), "c": ("running", "tune"), "d": ("running", None)}
+    for name, (status, phase) in trials.items():
+        (tmp_path / "tuned" / name).mkdir(parents=True)
+        search = {"phase": phase} if phase else None
+        (tmp_path / "tuned" / name / RESULT).write_text(json.dumps({"config_hash": name, "status": status,
+                                                                      "search": search}))
+    assert _interrupted_message(locate(str(tmp_path), "tuned")) == (
+        "interrupted: 1 finished trials kept (and 1 that ASHA stopped); 0 will resume from their last checkpoint, 1 "
+        "will start over, 1 tuning samples will be replaced by new ones; rerun the same command (or with --resume)")
