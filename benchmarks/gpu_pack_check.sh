@@ -3,7 +3,7 @@
 #   1. the CUDA tests: a pack equals its members run alone (tests/test_cuda.py), fit_pack trains on CUDA with amp
 #      and validates all members in one fused forward (tests/test_fit_pack.py, whose CPU tests then run on CUDA too);
 #   2. benchmarks/pack_throughput.py: aggregate training throughput of packs of 1-16 members, fp32 and bf16, for two
-#      implementations of the members' linear maps, against one solo trial;
+#      implementations of the members' linear maps, against one solo trial and the release structure;
 #   3. how many members of the paper model mmn.pack.members_that_fit lets one pack have on this GPU;
 #   4. benchmarks/compile_step.py: short solo fits of the paper model, eager against train.compile=on (CUDA graphs),
 #      bf16 then fp32, a line as each fit ends; capped at 175 s (compiling the paper model took about 3 minutes in
