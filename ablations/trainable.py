@@ -201,7 +201,9 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
         return [indices.index(index) for index in stop]
 
     try:
-        results = fit_pack([member for _, member in members], on_epoch_end=report)
+        # a pack given part of a GPU keeps within its part: another trial's pack may share the GPU
+        results = fit_pack([member for _, member in members], on_epoch_end=report,
+                           gpu_share=min(given["gpu"], 1.0) or 1.0)
     finally:
         for writer in events.values():
             writer.close()

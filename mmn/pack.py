@@ -173,11 +173,14 @@ def check_packable(configs: Sequence[RunConfig]) -> None:
 MEMORY_FRACTION = 0.8  # of the GPU memory free when a pack starts, what its members may take together
 
 
-def members_that_fit(config: RunConfig, device: torch.device, fraction: float = MEMORY_FRACTION) -> int:
+def members_that_fit(config: RunConfig, device: torch.device, fraction: float = MEMORY_FRACTION,
+                     share: float = 1.0) -> int:
     """How many members of `config` one pack may have on the CUDA `device`, measured: one training step of a pack
     of 1 and of 2 (batch, frames and autocast as `config` trains) gives the memory a member adds (weights, optimizer
-    state, activations) and what the pack takes besides; the pack then stays within `fraction` of the memory free."""
-    free, _ = torch.cuda.mem_get_info(device)
+    state, activations) and what the pack takes besides; the pack then stays within `fraction` of the memory free,
+    and of its `share` of the GPU's memory (a Ray trial given half a GPU shares it with another, which may be
+    measuring at the same moment)."""
+    free, total = torch.cuda.mem_get_info(device)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.train.amp)
     m, batch = config.model, config.train.batch_size
     peaks = []
@@ -195,6 +198,12 @@ def members_that_fit(config: RunConfig, device: torch.device, fraction: float = 
             pack.step(x, index_t, torch.zeros(members, batch, dtype=torch.long, device=device))
         peaks.append(torch.cuda.max_memory_allocated(device) - base)
         del pack, models, optimizers, schedulers, x, index_t
+    return members_within(peaks, fraction * min(free, share * total))
+
+
+def members_within(peaks: Sequence[int], budget: float) -> int:
+    """How many members fit in `budget` bytes, from the peak memory of a pack of 1 and of 2 (`peaks`): the second
+    member's addition is what each member takes, the rest what the pack takes besides; at least one."""
     per_member = max(peaks[1] - peaks[0], 1)
     besides = max(peaks[0] - per_member, 0)
-    return max(1, int((fraction * free - besides) // per_member))
+    return max(1, int((budget - besides) // per_member))

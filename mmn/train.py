@@ -446,7 +446,7 @@ class PackMember:
 
 
 def fit_pack(members: Sequence[PackMember], on_epoch_end: PackEpochCallback | None = None,
-             max_members: int | None = None) -> list[dict[str, Any]]:
+             max_members: int | None = None, gpu_share: float = 1.0) -> list[dict[str, Any]]:
     """Train `members` together as one fused model (mmn.pack); returns each member's result, as `fit` would.
 
     Their configs may differ only in mmn.pack.PER_MEMBER settings (seed, learning rate, ...); anything else is a
@@ -461,8 +461,8 @@ def fit_pack(members: Sequence[PackMember], on_epoch_end: PackEpochCallback | No
     pack with the files of the epochs it trained and status "stopped" (`stopped_after_epoch`); one stopped after
     its last epoch has simply finished.
 
-    At most `max_members` train at once; by default, on a GPU as many as mmn.pack.members_that_fit measures, on a
-    CPU all; the rest follow in later groups.
+    At most `max_members` train at once; by default, on a GPU as many as mmn.pack.members_that_fit measures within
+    `gpu_share` of the GPU's memory (a Ray trial's share), on a CPU all; the rest follow in later groups.
     """
     if not members:
         raise ValueError("a pack needs at least one member")
@@ -479,7 +479,8 @@ def fit_pack(members: Sequence[PackMember], on_epoch_end: PackEpochCallback | No
             for trial in trials:
                 trial.build(device, steps_per_epoch, own_stream=True)
             if max_members is None:
-                max_members = members_that_fit(config, device) if device.type == "cuda" else len(trials)
+                max_members = (members_that_fit(config, device, share=gpu_share) if device.type == "cuda"
+                               else len(trials))
             for epochs_done in sorted({len(t.history) for t in trials}):
                 group = [(i, t, d) for i, (t, d) in enumerate(zip(trials, train_sets))
                          if len(t.history) == epochs_done]

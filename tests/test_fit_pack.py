@@ -221,6 +221,8 @@ def test_a_pack_trains_on_cuda_with_amp_validating_all_members_at_once(tmp_path:
     configs = [_config(seed, **{"train.device": "cuda", "train.amp": True}) for seed in (1, 2, 3)]
     fits = members_that_fit(configs[0], torch.device("cuda"))
     assert fits >= 3  # a model this small: hundreds fit in a GPU's memory
+    # a trial given a quarter of the GPU keeps within a quarter of its memory
+    assert members_that_fit(configs[0], torch.device("cuda"), share=0.25) < fits
     results = fit_pack([PackMember(c, checkpoint_dir=tmp_path / f"m{i}") for i, c in enumerate(configs)])
     for result in results:
         assert result["status"] == "finished" and result["hardware"]["device"].startswith("cuda")

@@ -399,3 +399,12 @@ def test_fused_forward_under_autocast_matches_the_members() -> None:
         for k, model in enumerate(models):
             # bf16 rounding leaves about 0.004 here; a member given another's [γ, β] is off by 0.02
             torch.testing.assert_close(out[k].float(), model(x[k], index_t[k]).float(), rtol=0, atol=0.01)
+
+
+def test_members_within_a_budget_count_the_packs_own_memory_once() -> None:
+    from mmn.pack import members_within
+
+    # a pack of 1 peaks at 10 units, of 2 at 16: each member takes 6, the pack 4 besides
+    assert members_within([10, 16], 40) == 6  # (40 - 4) // 6
+    assert members_within([10, 16], 0.5 * 40) == 2  # half a GPU's budget: (20 - 4) // 6
+    assert members_within([10, 16], 3) == 1  # never fewer than one
