@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,9 +25,8 @@ from ray.tune.search import Searcher
 
 from search_spaces import SearchSpace
 
-from .expand import TrialPlan
 from .packing import plan_packs
-from .trainable import MEMBER_VALUES, PACK, SAMPLES, VARIANT
+from .trainable import MEMBER_VALUES, PACK, SAMPLES, VARIANT, TrialContext, tuning_plan
 
 
 def liar_sampler(seed: int) -> optuna.samplers.TPESampler:
@@ -49,12 +47,12 @@ def fail_abandoned(study: optuna.Study) -> int:
 
 class PackSearch(Searcher):
     """Hands Tune one tuning pack per trial: `samples` samples of `space` for `variant_key`, asked from `study` up to
-    `size` at a time; `plan(number, params)` makes a sample a trial (ablations.trainable.tuning_plan)."""
+    `size` at a time; each sample is a trial of the experiment `context` describes (trainable.tuning_plan)."""
 
     def __init__(self, study: optuna.Study, space: SearchSpace, variant_key: str, samples: int, size: int,
-                 plan: Callable[[int, dict[str, Any]], TrialPlan], metric: str, mode: str) -> None:
+                 context: TrialContext, metric: str, mode: str) -> None:
         super().__init__(metric=metric, mode=mode)
-        self.study, self.space, self.variant_key, self.size, self.plan = study, space, variant_key, size, plan
+        self.study, self.space, self.variant_key, self.size, self.context = study, space, variant_key, size, context
         self.left = samples  # not yet asked of Optuna
         self.ready: list[list[optuna.Trial]] = []  # asked, in packs, not yet handed to Tune
         self.running: dict[str, list[optuna.Trial]] = {}  # Tune's trial id → its pack's samples
@@ -80,7 +78,7 @@ class PackSearch(Searcher):
             asked.append(trial)
         self.left -= count
         by_key = {f"{self.variant_key},sample={trial.number}": trial for trial in asked}
-        plans = [self.plan(trial.number, dict(trial.params)) for trial in asked]
+        plans = [tuning_plan(self.context, self.variant_key, dict(trial.params), trial.number) for trial in asked]
         self.ready += [[by_key[plan.trial_key] for plan in pack.members] for pack in plan_packs(plans, self.size)]
 
     def save(self, checkpoint_path: str) -> None:

@@ -218,7 +218,7 @@ def _print_packs(spec: Spec, plans: list, choice: str | int, gpu_with: bool, gpu
             asha = "; ASHA stops single members" if spec.search.scheduler else ""
             print(f"tuning samples{' ' * bool(where)}{where}: asked up to {size} at a time (TPE with the constant "
                   f"liar), each batch trained as packs of one shape{asha}")
-        packs = plan_packs(plans, pack_size(choice, on_gpu))
+        packs = plan_packs(plans, size)
         if len(packs) == len(plans):
             print(f"trial packs (--pack {choice}){' ' * bool(where)}{where}: none, each trial alone")
             continue

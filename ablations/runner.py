@@ -62,7 +62,7 @@ from .lock import driver_lock
 from .packing import pack_size, plan_packs
 from .pack_search import MemberRungs, PackSearch, fail_abandoned, liar_sampler
 from .trainable import PACK, VARIANT, EarlyStopped, StagingCleanup, TrialContext, planned_trial, run_trial, \
-    trial_params, tuning_plan
+    trial_params
 
 
 @dataclass
@@ -700,9 +700,7 @@ def _tune_in_packs(study_name: str, storage: optuna.storages.BaseStorage, space:
     if abandoned:
         _say(f"{abandoned} sample{'s' * (abandoned > 1)} of {key} that an earlier run left unfinished "
              f"{'count' if abandoned > 1 else 'counts'} as failed")
-    search = PackSearch(study, space, key, samples, size, lambda number, params: tuning_plan(context, key, params,
-                                                                                               number),
-                        spec.metric, spec.mode)
+    search = PackSearch(study, space, key, samples, size, context, spec.metric, spec.mode)
     rungs = None
     if spec.search is not None and spec.search.scheduler:
         rungs = ray.remote(MemberRungs).options(num_cpus=0).remote(

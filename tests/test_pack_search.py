@@ -12,7 +12,7 @@ from ray.tune.search import Searcher
 from ablations.pack_search import MemberRungs, PackSearch, fail_abandoned, liar_sampler
 from ablations.runner import _interrupted_message
 from ablations.storage import locate
-from ablations.trainable import MEMBER_VALUES, SAMPLES, TrialContext, _ended, tuning_plan
+from ablations.trainable import MEMBER_VALUES, SAMPLES, TrialContext, _ended
 from mmn.folders import RESULT
 from search_spaces import load_search_space
 
@@ -22,8 +22,7 @@ CONTEXT = TrialContext(experiment="t", budget="quick", common={"train.epochs": 2
 
 
 def _search(study: optuna.Study, samples: int, size: int) -> PackSearch:
-    return PackSearch(study, load_search_space("tune"), KEY, samples, size,
-                      lambda number, params: tuning_plan(CONTEXT, KEY, params, number), "val_top1", "max")
+    return PackSearch(study, load_search_space("tune"), KEY, samples, size, CONTEXT, "val_top1", "max")
 
 
 def test_every_sample_is_handed_out_once_in_packs_of_one_shape() -> None:
