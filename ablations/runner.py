@@ -56,7 +56,7 @@ from .resources import TrialResources, cpu_epoch_estimate, meant_for_gpus, trial
 from .rounds import run_rounds, seeds_until_decided
 from .spec import SeedsUntilDecided, Spec, SpecError
 from .storage import Location, cannot_write, check_experiment_name, check_format, locate, read_json, \
-    write_experiment_json
+    write_json_at
 from .interrupt import Interrupted, SignalStop, stop_on_signals
 from .lock import driver_lock
 from .packing import pack_size, plan_packs
@@ -781,7 +781,7 @@ def _record_experiment(experiment: Location, spec: Spec, options: RunOptions, na
               "spec": spec.to_dict(), "options": {k: v for k, v in vars(options).items()},
               "kept_stale": previous.get("kept_stale", 0)}
     try:
-        write_experiment_json(marker, record)
+        write_json_at(marker, record)
         experiment.child(SPEC_AS_RUN).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False))
     except OSError as error:
         raise cannot_write(experiment.uri, error) from None
@@ -794,7 +794,7 @@ def _record_kept_stale(experiment: Location, record: dict[str, Any], kept: int) 
         return
     record["kept_stale"] = kept
     try:
-        write_experiment_json(experiment.child(EXPERIMENT), record)
+        write_json_at(experiment.child(EXPERIMENT), record)
     except OSError as error:
         raise cannot_write(experiment.uri, error) from None
 

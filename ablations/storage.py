@@ -90,7 +90,8 @@ def read_json(location: Location) -> Any:
     return json.loads(location.read_text())
 
 
-def write_experiment_json(location: Location, record: dict[str, Any]) -> None:
+def write_json_at(location: Location, record: dict[str, Any]) -> None:
+    """`record` as our JSON files are written (mmn.atomic.write_json), atomically where the filesystem is local."""
     if location.is_local:
         write_json(Path(location.path), record)
     else:

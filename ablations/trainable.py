@@ -23,13 +23,14 @@ import torch
 from ray import tune
 from tensorboardX import SummaryWriter
 
-from mmn.atomic import write_bytes, write_json
+from mmn.atomic import write_bytes
 from mmn.folders import CHECKPOINT, RECORDED_METRICS, RESULT, TRIAL_STATE
 from mmn.model.registry import import_user_modules
 from mmn.provenance import provenance
 from mmn.train import PackMember, TrainingDiverged, fit, fit_pack
 
 from .expand import TrialPlan, build_config
+from .storage import Location, read_json, write_json_at
 
 SEED = "train.seed"  # the seed's name among a planned trial's parameters, beside the factors' dotted keys
 PACK = "pack"  # a pack trial's parameter: the pack's name
@@ -304,20 +305,40 @@ class EarlyStopped(tune.Callback):
     """Marks the record of a solo trial that the scheduler (ASHA) stopped as `stopped`, as a pack member's is
     (mmn.train.fit_pack): Tune ends such a trial inside its report, so the trial cannot say so itself, and its record
     would say `running` for good. A trial ending any other way has marked its record finished or failed before Tune
-    hears of it; an interrupted run's trials are not completed, so they stay resumable. On local (or NFS) storage
-    only: on an object store the worker's last upload of its folder would undo the mark."""
+    hears of it; an interrupted run's trials are not completed, so they stay resumable. On local (or NFS) storage the
+    mark is made at once; on an object store when the Tune invocation ends, after the stopped workers' last uploads
+    of their folders, which would otherwise put `running` back."""
+
+    def __init__(self) -> None:
+        self.remote: list[Location] = []
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         storage = trial.storage
-        if storage is None or not isinstance(storage.storage_filesystem, pafs.LocalFileSystem):
+        if storage is None:
             return
-        folder = Path(storage.trial_fs_path)
-        record = _record(folder)
-        if record is None or record.get("status") != "running":
-            return
-        ended = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        write_json(folder / RESULT, {**record, "status": "stopped",
-                                     "stopped_after_epoch": record.get("epochs_completed", 0), "ended": ended})
+        folder = Location(storage.storage_filesystem, storage.trial_fs_path, storage.trial_fs_path)
+        if folder.is_local:
+            _mark_stopped(folder)
+        else:
+            self.remote.append(folder)
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        for folder in self.remote:  # Tune calls this once every trial's worker has stopped
+            _mark_stopped(folder)
+        self.remote.clear()
+
+
+def _mark_stopped(folder: Location) -> None:
+    """A record in `folder` that still says `running` says `stopped` after its last completed epoch."""
+    try:
+        record = read_json(folder.child(RESULT))
+    except (OSError, ValueError):
+        return
+    if record.get("status") != "running":
+        return
+    ended = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_json_at(folder.child(RESULT), {**record, "status": "stopped",
+                                         "stopped_after_epoch": record.get("epochs_completed", 0), "ended": ended})
 
 
 class StagingCleanup(tune.Callback):

@@ -156,6 +156,33 @@ def test_a_trial_the_scheduler_stopped_is_marked_stopped_and_others_are_left_alo
         assert record.get("stopped_after_epoch") == (3 if after == "stopped" else None)
 
 
+def _reports_five_epochs(config: dict) -> None:
+    """A trial writing its record as ours does: `running` with each epoch before reporting it, then `finished`."""
+    from ablations.trainable import _result_dir  # on an object store: the worker's folder that Ray uploads
+
+    folder = _result_dir()
+    for epoch in range(1, 6):
+        (folder / RESULT).write_text(json.dumps({"status": "running", "epochs_completed": epoch}))
+        ray.tune.report({"epoch": epoch})
+    (folder / RESULT).write_text(json.dumps({"status": "finished", "epochs_completed": 5}))
+
+
+def test_a_trial_stopped_early_on_an_object_store_is_marked_after_its_last_upload(ray_session, tmp_path):
+    """On an object store a stopped trial's worker uploads its folder, `running` record included, after the driver
+    heard the trial end; the callback marks the record when the Tune invocation ends, so it stays marked. The
+    storage is a pyarrow filesystem that is not the local one, as s3:// is."""
+    (tmp_path / "bucket").mkdir()
+    bucket = pafs.SubTreeFileSystem(str(tmp_path / "bucket"), pafs.LocalFileSystem())
+    callback = EarlyStopped()
+    tuner = ray.tune.Tuner(_reports_five_epochs, run_config=ray.tune.RunConfig(
+        storage_path="runs", storage_filesystem=bucket, name="exp", stop={"training_iteration": 2},
+        callbacks=[callback], verbose=0))
+    (result,) = tuner.fit()
+    with bucket.open_input_stream(f"{result.path}/{RESULT}") as stream:
+        record = json.loads(stream.read())
+    assert (record["status"], record["stopped_after_epoch"]) == ("stopped", 2) and callback.remote == []
+
+
 @pytest.mark.slow
 def test_paper_run_without_gpus_says_it_trains_on_cpu_and_records_what_it_was_given(ray_session, tmp_path, capsys,
                                                                                        monkeypatch):
