@@ -1,12 +1,17 @@
-"""The tuning phase in trial packs: Optuna suggests K configurations at a time, they train as one pack, and ASHA
-decides per member.
+"""Tune searchers for trial packs: each member stays a trial of the Optuna study, and in the tuning phase Optuna
+suggests K configurations at a time, they train as one pack, and ASHA decides per member.
 
-With packs (`--pack`, ablations.packing), a variant's tuning samples train K at a time as one fused model
-(mmn.train.fit_pack). `PackSearch` is the Tune searcher that forms those packs. It asks Optuna's TPE for K samples in
-a row with the constant-liar strategy (a sample still training counts as the worst value seen so far, so that the K
-samples spread over the space instead of piling onto one point), groups them by pack key (samples that change a
-shape, such as the width, cannot share a pack), and tells Optuna each member's own value when its pack ends: the
-value at its last epoch, as a solo tuning trial's (NaN, a diverged member: failed).
+With packs (`--pack`, ablations.packing), Tune runs one trial per pack. `PlannedPackSearch` hands Tune the planned
+packs of a grid or final phase and keeps the invocation's study as it is without packs: one Optuna trial per member,
+its factors and seed as parameters, told the member's own value (so optuna-dashboard and the report's importances
+show the factors, not a pack's name).
+
+In the tuning phase, a variant's samples train K at a time as one fused model (mmn.train.fit_pack). `PackSearch` is
+the Tune searcher that forms those packs. It asks Optuna's TPE for K samples in a row with the constant-liar strategy
+(a sample still training counts as the worst value seen so far, so that the K samples spread over the space instead
+of piling onto one point), groups them by pack key (samples that change a shape, such as the width, cannot share a
+pack), and tells Optuna each member's own value when its pack ends: the value at its last epoch, as a solo tuning
+trial's (NaN, a diverged member: failed).
 
 ASHA cannot stop one member through Tune, to which a pack is one trial. `MemberRungs` keeps ASHA's rungs for every
 member of a variant's packs instead, in a small Ray actor the pack trials ask after each epoch: at a rung, a member
@@ -25,8 +30,8 @@ from ray.tune.search import Searcher
 
 from search_spaces import SearchSpace
 
-from .packing import plan_packs
-from .trainable import MEMBER_VALUES, PACK, SAMPLES, VARIANT, TrialContext, tuning_plan
+from .packing import PlannedPack, plan_packs
+from .trainable import MEMBER_VALUES, PACK, SAMPLES, VARIANT, TrialContext, trial_params, tuning_plan
 
 
 def liar_sampler(seed: int) -> optuna.samplers.TPESampler:
@@ -87,13 +92,49 @@ class PackSearch(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         """Each member's value to Optuna: its last one, or failed (diverged, or the whole pack failed)."""
-        members = self.running.pop(trial_id, [])
-        values = (result or {}).get(MEMBER_VALUES) or [math.nan] * len(members)
-        for trial, value in zip(members, values):
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                self.study.tell(trial, float(value))
-            else:
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        _tell_members(self.study, self.running.pop(trial_id, []), result)
+
+
+class PlannedPackSearch(Searcher):
+    """Hands Tune the planned `packs`, one per trial; each member is a trial of `study` (a study of planned trials,
+    runner._PlannedOnly) with its factors and seed as parameters, running while its pack trains, then told the
+    member's own value, as Ray's OptunaSearch tells a solo trial's."""
+
+    def __init__(self, study: optuna.Study, packs: list[PlannedPack], metric: str, mode: str) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.study, self.waiting = study, list(packs)
+        params = [trial_params(plan) for pack in packs for plan in pack.members]
+        # the values the planned trials take, as Ray's OptunaSearch makes a Tune choice of them
+        self.distributions = {name: optuna.distributions.CategoricalDistribution(
+            list(dict.fromkeys(p[name] for p in params))) for name in params[0]} if params else {}
+        self.running: dict[str, list[optuna.Trial]] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if not self.waiting:
+            return Searcher.FINISHED
+        pack = self.waiting.pop(0)
+        members = []
+        for plan in pack.members:
+            self.study.enqueue_trial(trial_params(plan))  # the member's own values, not the sampler's
+            members.append(self.study.ask(self.distributions))
+        self.running[trial_id] = members
+        return {PACK: pack.name}
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to write: a rerun plans what is left from the trial records, in a study of its own."""
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        _tell_members(self.study, self.running.pop(trial_id, []), result)
+
+
+def _tell_members(study: optuna.Study, members: list[optuna.Trial], result: dict[str, Any] | None) -> None:
+    """Each member's value from a pack's last report (MEMBER_VALUES); NaN or none (the pack failed): failed."""
+    values = (result or {}).get(MEMBER_VALUES) or [math.nan] * len(members)
+    for trial, value in zip(members, values):
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            study.tell(trial, float(value))
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 class MemberRungs:

@@ -60,7 +60,7 @@ from .storage import Location, cannot_write, check_experiment_name, check_format
 from .interrupt import Interrupted, SignalStop, stop_on_signals
 from .lock import driver_lock
 from .packing import pack_size, plan_packs
-from .pack_search import MemberRungs, PackSearch, fail_abandoned, liar_sampler
+from .pack_search import MemberRungs, PackSearch, PlannedPackSearch, fail_abandoned, liar_sampler
 from .trainable import PACK, VARIANT, EarlyStopped, StagingCleanup, TrialContext, planned_trial, run_trial, \
     trial_params
 
@@ -603,13 +603,18 @@ def _run_planned(context: TrialContext, spec: Spec, options: RunOptions, experim
     label = f"{context.phase}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     plans = list(context.planned.values())
     packs = plan_packs(plans, pack_size(options.pack, context.resources["gpu"] > 0))
+    study = f"{context.experiment}/{label}"
     if len(packs) < len(plans):  # a Tune trial per pack, each member in its own folder inside the pack's
         _say(f"as {len(packs)} trial packs of up to {max(len(p.members) for p in packs)} members (--pack)")
         context = replace(context, packs={pack.name: pack.members for pack in packs})
-        points = [{PACK: pack.name} for pack in packs]
-    else:
-        points = [trial_params(plan) for plan in plans]
-    search = _grid_search_alg(points, experiment, spec, f"{context.experiment}/{label}")
+        direction = "maximize" if spec.mode == "max" else "minimize"
+        search = PlannedPackSearch(optuna.create_study(study_name=study, storage=_journal(experiment),
+                                                       sampler=_PlannedOnly(), direction=direction),
+                                   packs, spec.metric, spec.mode)
+        _tune(context, search, len(packs), spec, options, experiment, label)
+        return
+    points = [trial_params(plan) for plan in plans]
+    search = _grid_search_alg(points, experiment, spec, study)
     _tune(context, search, len(points), spec, options, experiment, label, param_space=_planned_space(points))
 
 

@@ -13,7 +13,7 @@ from ablations.pack_search import MemberRungs
 from ablations.packing import pack_size, plan_packs
 from ablations.runner import RunOptions, plan_experiment, run_experiment
 from ablations.spec import load_spec
-from analysis.collect import collect
+from analysis.collect import collect, load_studies
 from mmn.folders import BEST_PREDICTIONS, BEST_WEIGHTS, HISTORY, RESULT
 from tests.helpers.events import scalars
 
@@ -71,6 +71,14 @@ def test_a_packed_experiment_writes_solo_trial_folders_and_resumes_members(ray_s
         assert [r["member"][str(place)]["val_top1"] for r in reported] == pytest.approx([r["val_top1"] for r in history])
     table = collect(str(folder))
     assert sorted(table.groupby("trial_dir").first()["seed"].tolist()) == [1, 1, 2, 2]
+    # The invocation's Optuna study holds the members as a solo run's holds its trials: the factors and the seed as
+    # parameters, each member's own last value (optuna-dashboard and the report's importances read these).
+    (study,) = load_studies(folder)
+    last = {(r["variant"]["model.mtm"], r["seed"]): json.loads((m / HISTORY).read_text().splitlines()[-1])
+            for m, r in records.items()}
+    told = {(t.params["model.mtm"], t.params["train.seed"]): t.value for t in study.trials
+            if t.state == optuna.trial.TrialState.COMPLETE}
+    assert told == {key: pytest.approx(history["val_top1"]) for key, history in last.items()} and len(study.trials) == 4
 
     # A member stopped after its last checkpoint (its record not yet finished) resumes from its pack's checkpoint,
     # in a pack of its own; the finished members are skipped.
@@ -82,6 +90,9 @@ def test_a_packed_experiment_writes_solo_trial_folders_and_resumes_members(ray_s
                if json.loads(p.read_text())["config_hash"] == record["config_hash"]]
     newest = max(resumed, key=lambda r: r["started"])
     assert newest["status"] == "finished" and newest["resumed_after_epochs"] == [2]
+    rerun = max(load_studies(folder), key=lambda study: study.study_name)  # the rerun's: the member it trained
+    assert [(t.state, t.params["train.seed"]) for t in rerun.trials] == [(optuna.trial.TrialState.COMPLETE,
+                                                                          record["seed"])]
 
 
 @pytest.mark.slow
