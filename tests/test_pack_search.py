@@ -1,5 +1,5 @@
-"""The tuning phase's pack searcher and ASHA's rungs for pack members (ablations.pack_search), on a real Optuna
-study; the tuning phase through Ray is in tests/test_packs_run.py."""
+"""The pack searchers (planned packs; the tuning phase's) and ASHA's rungs for pack members (ablations.pack_search),
+on a real Optuna study; packs through Ray are in tests/test_packs_run.py."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,12 @@ import optuna
 import pytest
 from ray.tune.search import Searcher
 
-from ablations.pack_search import MemberRungs, PackSearch, fail_abandoned, liar_sampler
-from ablations.runner import _interrupted_message
+from ablations.pack_search import MemberRungs, PackSearch, PlannedPackSearch, fail_abandoned, liar_sampler
+from ablations.packing import plan_packs
+from ablations.runner import RunOptions, _interrupted_message, _PlannedOnly, plan_experiment
 from ablations.storage import locate
-from ablations.trainable import MEMBER_VALUES, SAMPLES, TrialContext, _ended
+from ablations.spec import load_spec
+from ablations.trainable import MEMBER_VALUES, PACK, SAMPLES, TrialContext, _ended
 from mmn.folders import RESULT
 from search_spaces import load_search_space
 
@@ -51,6 +53,25 @@ def test_every_sample_is_handed_out_once_in_packs_of_one_shape() -> None:
             assert (trial.state, trial.value) == (optuna.trial.TrialState.COMPLETE, value)
     search.on_trial_complete("trial1", None, error=True)  # a pack that failed as a whole: its members failed
     assert {study.trials[s["number"]].state for s in packs[1][SAMPLES]} == {optuna.trial.TrialState.FAIL}
+
+
+def test_planned_packs_keep_a_trial_per_member_in_the_study(tmp_path) -> None:
+    """Each member is an Optuna trial with its factors and seed while its pack trains, then told its own value; a
+    member that diverged (NaN) or a pack that failed as a whole: failed."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: s\nfactors:\n  model.mtm: [true, false]\nseeds: 2\n")
+    packs = plan_packs(plan_experiment(load_spec(spec), RunOptions(epochs=1)), 2)
+    study = optuna.create_study(direction="maximize", sampler=_PlannedOnly())
+    search = PlannedPackSearch(study, packs, "val_top1", "max")
+    assert [search.suggest("a"), search.suggest("b"), search.suggest("c")] == \
+        [{PACK: "pack-mtm=true,seeds=1-2"}, {PACK: "pack-mtm=false,seeds=1-2"}, Searcher.FINISHED]
+    assert [(t.state, t.params) for t in study.trials] == [
+        (optuna.trial.TrialState.RUNNING, {"model.mtm": mtm, "train.seed": seed})
+        for mtm in (True, False) for seed in (1, 2)]
+    search.on_trial_complete("a", {MEMBER_VALUES: [55.0, math.nan]})
+    search.on_trial_complete("b", None, error=True)
+    assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", 55.0), ("FAIL", None), ("FAIL", None),
+                                                              ("FAIL", None)]
 
 
 def test_samples_left_running_by_an_interrupted_run_count_as_failed() -> None:
