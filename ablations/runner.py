@@ -364,7 +364,7 @@ def _fit(context: TrialContext, search_alg: Any, num_samples: int, spec: Spec, o
             # Tune's default loggers (JSON, CSV, TensorBoard) stay on; each trial's stdout and stderr go to files
             # in its working folder, for a failed trial's last lines. Ray's own tables only with -v.
             callbacks=[TrialProgress(num_samples, spec.metric), staging, *([EarlyStopped()] if scheduler else []),
-                       *tracker_callbacks(options.log, context.experiment, label)],
+                       *tracker_callbacks(options.log, context, label)],
             log_to_file=True, verbose=1 if verbose() else 0,
         ),
     )

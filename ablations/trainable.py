@@ -152,16 +152,23 @@ def _no_cuda_warning(given: Mapping[str, Any], device: str) -> None:
               f"torch {torch.__version__}?): it trains on the CPU", file=sys.stderr)
 
 
+def pack_plans(config: Mapping[str, Any], context: TrialContext) -> list[TrialPlan]:
+    """The members of the pack trial with Tune config `config`, in pack order: a planned pack's (context.packs), or a
+    tuning pack's samples (SAMPLES)."""
+    if config[PACK] in context.packs:
+        return list(context.packs[config[PACK]])
+    return [tuning_plan(context, config[VARIANT], s["params"], s["number"]) for s in config[SAMPLES]]
+
+
 def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
     """A pack trial: its members train as one fused model (mmn.train.fit_pack), each into its own folder inside the
-    pack's; one checkpoint per epoch holds every member's. Tune hears, per epoch, the members' mean metrics and each
-    member's own (`member/<i>/<metric>`, i its place in the pack), so TensorBoard, W&B and MLflow show every
-    member's curve in the pack's run; each member's folder also gets its own TensorBoard file, as a solo trial's
-    has. A tuning pack's members are Optuna's samples: each report also carries each member's value of the metric
-    (MEMBER_VALUES, for the searcher), and `context.rungs` may stop a member at an ASHA rung; it then leaves."""
-    name = config[PACK]
-    plans = (context.packs[name] if name in context.packs else
-             [tuning_plan(context, config[VARIANT], s["params"], s["number"]) for s in config[SAMPLES]])
+    pack's; one checkpoint per epoch holds every member's. Tune hears, per epoch, the members' mean metrics, each
+    member's own (`member/<i>/<metric>`, i its place in the pack) and the members that ended with it (`ended`:
+    finished, or stopped), so that W&B and MLflow log each member as a run of its own (ablations.loggers); each
+    member's folder also gets its own TensorBoard file, as a solo trial's has. A tuning pack's members are Optuna's
+    samples: each report also carries each member's value of the metric (MEMBER_VALUES, for the searcher), and
+    `context.rungs` may stop a member at an ASHA rung; it then leaves."""
+    name, plans = config[PACK], pack_plans(config, context)
     state = Path(tune.get_context().get_trial_dir()) / TRIAL_STATE
     results_root, given = _result_dir(), _given()
     members, latest = [], [float("nan")] * len(plans)
@@ -197,7 +204,9 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
                      if all(key in r for r in records.values())},
                     epoch=epoch, members=len(records) - len(stop))
         own = {str(index): {key: r[key] for key in RECORDED_METRICS if key in r} for index, r in records.items()}
-        tune.report({**last, "member": own, MEMBER_VALUES: list(latest)},
+        final = epoch == members[0][1].config.train.epochs
+        ended = {str(index): "finished" if final else "stopped" for index in records if final or index in stop}
+        tune.report({**last, "member": own, "ended": ended, MEMBER_VALUES: list(latest)},
                     checkpoint=tune.Checkpoint.from_directory(str(state)))
         return [indices.index(index) for index in stop]
 
@@ -214,7 +223,8 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
     if all(r["status"] == "failed" for r in results):  # every member diverged: end as a diverged solo trial does
         tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "diverged": True,
                      MEMBER_VALUES: latest})
-    elif SAMPLES in config:  # the searcher hears how every member ended, a member that diverged last included
+    elif any(r["status"] == "failed" for r in results):
+        # the searcher (ablations.pack_search) hears that a member diverged after the pack's last report
         tune.report({**last, MEMBER_VALUES: latest})
 
 

@@ -1,6 +1,7 @@
 """Logging integrations and the driver's console: TensorBoard event files in every trial folder, W&B (offline) and
-MLflow (a local SQLite store) runs through --log, one line per ended trial with an ETA, a failed trial's error and
-last output lines, no repeated Ray warnings, and tqdm's bar in a training run on a terminal."""
+MLflow (a local SQLite store) runs through --log, one per trial and one per member of a trial pack, one line per ended
+trial with an ETA, a failed trial's error and last output lines, no repeated Ray warnings, and tqdm's bar in a
+training run on a terminal."""
 from __future__ import annotations
 
 import contextlib
@@ -12,14 +13,17 @@ import re
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ablations import run as ablations_run
 from ablations.console import LOG, console
 from ablations.progress import TrialProgress, duration
-from ablations.runner import RunOptions, run_experiment
+from ablations.loggers import tracker_callbacks
+from ablations.runner import RunOptions, plan_experiment, run_experiment
 from ablations.spec import load_spec
+from ablations.trainable import TrialContext
 from mmn.folders import RESULT
 from mmn.train import _Progress
 from tests.helpers.events import scalars
@@ -43,15 +47,23 @@ class _Records(logging.Handler):
 
 @pytest.fixture(scope="module")
 def tracked(ray_session, tmp_path_factory):
-    """One tiny experiment logged to W&B (offline) and MLflow (a SQLite file): a trial that finishes after two
-    epochs and one that fails at its start (a batch larger than the training set); what the driver logged."""
+    """Two tiny experiments logged to W&B (offline) and MLflow (a SQLite file). `tracked`, solo trials: one that
+    finishes after two epochs and one that fails at its start (a batch larger than the training set); what the
+    driver logged. `packs`, one trial pack of four members (two seeds of two learning rates, --pack 4): the two
+    with a sane rate finish, the two with an absurd one diverge in their first epoch."""
     tmp = tmp_path_factory.mktemp("trackers")  # not the project's name, which the W&B test finds in its files
-    spec = tmp / "spec.yaml"
+    spec, packs = tmp / "spec.yaml", tmp / "packs.yaml"
     spec.write_text(textwrap.dedent("""\
         name: tracked
         factors:
           train.batch_size: [8, 4096]
         seeds: 1
+        """))
+    packs.write_text(textwrap.dedent("""\
+        name: packs
+        factors:
+          train.lr: [0.001, 1.0e+30]
+        seeds: 2
         """))
     overrides = {key: value for key, value in SMALL.items() if key != "train.batch_size"}
     handler, snapshots = _Records(), _Records()
@@ -72,9 +84,13 @@ def tracked(ray_session, tmp_path_factory):
         finally:
             LOG.removeHandler(handler)
             logging.getLogger(SNAPSHOT_LOGGER).removeHandler(snapshots)
+        with contextlib.redirect_stdout(io.StringIO()):  # a warmup of one epoch reaches the absurd rate in the first
+            packed = run_experiment(load_spec(packs), RunOptions(
+                storage=str(tmp / "runs"), epochs=2, overrides={**SMALL, "train.warmup_epochs": 1}, max_failures=0,
+                log=("wandb", "mlflow"), pack=4))
         after = dict(os.environ)
-    return {"tmp": tmp, "outcome": outcome, "log": handler, "snapshots": snapshots, "before": before,
-            "after": after, "printed": printed.getvalue()}
+    return {"tmp": tmp, "outcome": outcome, "packed": packed, "log": handler, "snapshots": snapshots,
+            "before": before, "after": after, "printed": printed.getvalue()}
 
 
 def _finished_folder(tracked) -> Path:
@@ -90,7 +106,7 @@ def test_every_trial_folder_has_tensorboard_scalars_beside_our_record(tracked):
     (events,) = folder.glob("events.out.tfevents.*")
     logged = scalars(events)
     assert [step for step, _ in logged["ray/tune/val_top1"]] == [1, 2]
-    history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+    history = _history(folder)
     assert [value for _, value in logged["ray/tune/val_top1"]] == pytest.approx([r["val_top1"] for r in history])
     # Tune's own JSON logger writes its result.json; our record keeps its own name and content.
     assert json.loads((folder / RESULT).read_text())["status"] == "finished"
@@ -105,35 +121,130 @@ def _wandb_history(path: Path, key: str) -> list[float]:
     return [float(data[m.end():m.end() + m.group(1)[0]]) for m in pattern.finditer(data)]
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-def test_wandb_offline_records_a_run_per_trial_in_the_experiment_project(tracked):
+def _history(folder: str | Path) -> list[dict]:
+    return [json.loads(line) for line in (Path(folder) / "history.jsonl").read_text().splitlines()]
+
+
+def _wandb_runs(tracked) -> dict[str, tuple[bytes, list[float]]]:
+    """Every offline W&B run of the fixture's experiments by its name (a trial key; one in each run's file): its
+    file's bytes and the val_top1 values it logged."""
     runs = {}
     for path in (tracked["tmp"] / "wandb" / "wandb").glob("offline-run-*/*.wandb"):
         data = path.read_bytes()
-        (name,) = set(re.findall(rb"batch_size=\d+,seed=1", data))  # the trial's name is the run's
+        (name,) = set(re.findall(rb"(?:batch_size|lr)=[\w.+]+,seed=\d", data))  # the trial's name is the run's
+        assert name.decode() not in runs, name  # one run per trial
+        runs[name.decode()] = (data, _wandb_history(path, "val_top1"))
+    return runs
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_wandb_offline_records_a_run_per_trial_in_the_experiment_project(tracked):
+    runs = {name: run for name, run in _wandb_runs(tracked).items() if name.startswith("batch_size=")}
+    for data, _ in runs.values():
         assert b"tracked" in data and re.search(rb"grid-\d{8}-\d{6}", data)  # the project, the group
-        runs[name.decode()] = _wandb_history(path, "val_top1")
-    history = [json.loads(line) for line in (_finished_folder(tracked) / "history.jsonl").read_text().splitlines()]
+    history = _history(_finished_folder(tracked))
     # each epoch's value, in the run's history and its summary; none for the trial that failed before its first
-    assert sorted(runs) == ["batch_size=4096,seed=1", "batch_size=8,seed=1"] and runs["batch_size=4096,seed=1"] == []
-    logged = runs["batch_size=8,seed=1"]
+    assert sorted(runs) == ["batch_size=4096,seed=1", "batch_size=8,seed=1"] and runs["batch_size=4096,seed=1"][1] == []
+    logged = runs["batch_size=8,seed=1"][1]
     assert len(logged) >= len(history) and set(logged) == {r["val_top1"] for r in history}
 
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_mlflow_records_a_run_per_trial_with_each_epochs_metric(tracked):
+def test_wandb_logs_each_member_of_a_trial_pack_as_the_run_its_solo_trial_would_be(tracked):
+    runs = _wandb_runs(tracked)
+    members = {name: run for name, run in runs.items() if name.startswith("lr=")}
+    assert sorted(members) == ["lr=0.001,seed=1", "lr=0.001,seed=2", "lr=1e+30,seed=1", "lr=1e+30,seed=2"]
+    assert len(runs) == 2 + 4  # the solo trials' and the members': the pack itself is no run
+    for data, _ in members.values():
+        assert b"packs" in data and re.search(rb"grid-\d{8}-\d{6}", data)  # the project, the group
+    packed = tracked["packed"]
+    assert sorted(Path(r["_dir"]).name for r in packed.finished) == ["lr=0.001,seed=1", "lr=0.001,seed=2"]
+    for record in packed.finished:  # each member's own values, not the pack's mean
+        history, logged = _history(record["_dir"]), members[Path(record["_dir"]).name][1]
+        assert len(logged) >= len(history) and set(logged) == {r["val_top1"] for r in history}
+    assert members["lr=1e+30,seed=1"][1] == members["lr=1e+30,seed=2"][1] == []  # diverged in their first epoch
+
+
+def _mlflow_runs(tracked, experiment: str) -> tuple[Any, dict[str, Any]]:
+    """A client of the fixture's MLflow store, and the runs of `experiment` by their names."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tracked['tmp'] / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("tracked")
-    runs = client.search_runs([experiment.experiment_id])
-    assert sorted(run.info.status for run in runs) == ["FAILED", "FINISHED"]
-    (finished,) = [run for run in runs if run.info.status == "FINISHED"]
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len({run.info.run_name for run in runs}) == len(runs)  # one run per trial
+    return client, {run.info.run_name: run for run in runs}
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_mlflow_records_a_run_per_trial_with_each_epochs_metric(tracked):
+    client, runs = _mlflow_runs(tracked, "tracked")
+    assert {name: run.info.status for name, run in runs.items()} == {"batch_size=8,seed=1": "FINISHED",
+                                                                      "batch_size=4096,seed=1": "FAILED"}
+    finished = runs["batch_size=8,seed=1"]
     history = client.get_metric_history(finished.info.run_id, "val_top1")
     assert sorted(metric.step for metric in history) == [1, 2]
     assert finished.data.tags["invocation"].startswith("grid-")
+    assert finished.data.params == {"train.batch_size": "8", "train.seed": "1"}  # its factors and seed
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_mlflow_logs_each_member_of_a_trial_pack_as_a_run_that_ends_as_the_member_did(tracked):
+    client, runs = _mlflow_runs(tracked, "packs")
+    # the members that diverged (their records say failed) end FAILED; the pack itself is no run
+    assert {name: run.info.status for name, run in runs.items()} == {
+        "lr=0.001,seed=1": "FINISHED", "lr=0.001,seed=2": "FINISHED", "lr=1e+30,seed=1": "FAILED",
+        "lr=1e+30,seed=2": "FAILED"}
+    assert sorted(r["status"] for r in tracked["packed"].failed) == ["failed", "failed"]
+    for record in tracked["packed"].finished:
+        run = runs[Path(record["_dir"]).name]
+        logged = sorted(client.get_metric_history(run.info.run_id, "val_top1"), key=lambda metric: metric.step)
+        assert [(m.step, m.value) for m in logged] == [(r["epoch"], pytest.approx(r["val_top1"]))
+                                                       for r in _history(record["_dir"])]
+        assert run.data.params == {"train.lr": "0.001", "train.seed": str(record["seed"])}
+        assert run.data.tags["invocation"].startswith("grid-")
+
+
+def test_a_retried_pack_keeps_its_members_mlflow_runs_and_opens_none_twice(tmp_path, monkeypatch):
+    """Tune's events for a pack trial, by hand, into the MLflow callback: a member stopped at epoch 1 (its run ends
+    then), the trial retried after an error (Tune starts it again), a member that finishes, one that diverged (absent
+    from the reports; its run ends failed with the trial)."""
+    from mlflow.tracking import MlflowClient
+    from ray.tune.experiment import Trial
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    spec = tmp_path / "retried.yaml"
+    spec.write_text("name: retried\nfactors:\n  train.lr: [0.001]\nseeds: 3\n")
+    plans = plan_experiment(load_spec(spec), RunOptions(epochs=2))
+    context = TrialContext(experiment="retried", budget="quick", common={}, variants={}, variant_values={},
+                           packs={"pack-lr=0.001,seeds=1-3": tuple(plans)})
+    (callback,) = tracker_callbacks(["mlflow"], context, "grid-1")
+    callback.setup()
+    trial = Trial("run_trial", config={"pack": "pack-lr=0.001,seeds=1-3"}, trial_id="t1", stub=True)
+    epoch_1 = {"training_iteration": 1, "epoch": 1, "val_top1": 20.0, "member": {
+        "0": {"val_top1": 10.0}, "1": {"val_top1": 20.0}, "2": {"val_top1": 30.0}}, "ended": {"1": "stopped"}}
+    epoch_2 = {"training_iteration": 2, "epoch": 2, "val_top1": 15.0, "member": {"0": {"val_top1": 15.0}},
+               "ended": {"0": "finished"}}
+    callback.on_trial_start(0, [trial], trial)
+    callback.on_trial_result(1, [trial], trial, epoch_1)
+    callback.on_trial_start(2, [trial], trial)  # retried: the runs of its members stay, none is opened again
+    callback.on_trial_result(3, [trial], trial, epoch_2)
+    callback.on_trial_complete(4, [trial], trial)
+
+    client = MlflowClient()
+    runs = {run.info.run_name: run for run in client.search_runs(
+        [client.get_experiment_by_name("retried").experiment_id])}
+    assert {name: run.info.status for name, run in runs.items()} == {
+        "lr=0.001,seed=1": "FINISHED", "lr=0.001,seed=2": "FINISHED", "lr=0.001,seed=3": "FAILED"}
+    logged = {name: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_top1")]
+              for name, run in runs.items()}
+    assert logged == {"lr=0.001,seed=1": [(1, 10.0), (2, 15.0)], "lr=0.001,seed=2": [(1, 20.0)],
+                      "lr=0.001,seed=3": [(1, 30.0)]}  # each its own values, not the pack's mean
+    assert runs["lr=0.001,seed=2"].data.params == {"train.lr": "0.001", "train.seed": "2"}
+    assert runs["lr=0.001,seed=2"].data.tags["invocation"] == "grid-1"
 
 
 @pytest.mark.ray
