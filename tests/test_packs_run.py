@@ -68,7 +68,8 @@ def test_a_packed_experiment_writes_solo_trial_folders_and_resumes_members(ray_s
         # and Tune hears it: each member's metrics in its pack's results, by its place in the pack
         place = record["pack"]["members"].index(member.name)
         reported = [json.loads(line) for line in (member.parent / "result.json").read_text().splitlines()]
-        assert [r["member"][str(place)]["val_top1"] for r in reported] == pytest.approx([r["val_top1"] for r in history])
+        assert [r["member"][str(place)]["val_top1"] for r in reported] == \
+            pytest.approx([r["val_top1"] for r in history])
     table = collect(str(folder))
     assert sorted(table.groupby("trial_dir").first()["seed"].tolist()) == [1, 1, 2, 2]
     # The invocation's Optuna study holds the members as a solo run's holds its trials: the factors and the seed as
@@ -96,9 +97,12 @@ def test_a_packed_experiment_writes_solo_trial_folders_and_resumes_members(ray_s
 
 
 @pytest.mark.slow
-def test_tuning_samples_train_in_packs_and_asha_stops_single_members(ray_session, tmp_path: Path) -> None:
+def test_tuning_samples_train_in_packs_and_asha_stops_single_members(ray_session, tmp_path: Path,
+                                                                     monkeypatch) -> None:
     """A variant's tuning samples, asked of the constant-liar TPE K at a time, train as one pack; each member's value
-    reaches its Optuna trial; ASHA's rungs stop members one by one, as its rule says for the values they reached."""
+    reaches its Optuna trial; ASHA's rungs stop members one by one, as its rule says for the values they reached;
+    each sample is an MLflow run of its own, as it would be unpacked."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     path = tmp_path / "tuned.yaml"
     path.write_text(textwrap.dedent("""\
         name: tuned
@@ -109,7 +113,7 @@ def test_tuning_samples_train_in_packs_and_asha_stops_single_members(ray_session
         search: {space: regularisation, samples: 4, scheduler: {type: asha, grace_period: 1, reduction_factor: 2}}
         """))
     outcome = run_experiment(load_spec(path), RunOptions(storage=str(tmp_path / "runs"), epochs=2,
-                                                         overrides=dict(TINY_SET), pack=4))
+                                                         overrides=dict(TINY_SET), pack=4, log=("mlflow",)))
     assert len(outcome.finished) == 1 and not outcome.failed  # the best configuration's final run
 
     folder = tmp_path / "runs" / "tuned"
@@ -143,3 +147,17 @@ def test_tuning_samples_train_in_packs_and_asha_stops_single_members(ray_session
             assert (record["status"], record["epochs_completed"]) == ("finished", 2)
     (final,) = outcome.finished
     assert final["search"]["sampled"] == pytest.approx(study.best_trial.params)
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("tuned").experiment_id
+    runs = {run.info.run_name: run for run in client.search_runs([experiment])}
+    assert sorted(runs) == sorted([m.name for m, _ in members] + ["mtm=true,seed=1"])  # the pack itself is no run
+    for number, (member, record) in enumerate(members):
+        run = runs[member.name]
+        assert run.info.status == "FINISHED"  # a stopped member's too, as a stopped solo trial's run
+        logged = client.get_metric_history(run.info.run_id, "train_loss")
+        assert len(logged) == record["epochs_completed"] and run.data.params["variant_key"] == "mtm=true"
+        assert {key: float(run.data.params[key]) for key in record["search"]["sampled"]} == \
+            pytest.approx(record["search"]["sampled"])
