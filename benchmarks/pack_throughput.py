@@ -160,12 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         precisions["bf16"] = lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"batch {args.batch_size} per member, {'small' if args.small else 'default'} model")
-    print(f"{'precision':9} {'setting':14} {'clips/s':>10} {'per member':>11} {'vs solo':>8} {'vs release':>10} "
+    print(f"{'precision':9} {'setting':18} {'clips/s':>10} {'per member':>11} {'vs solo':>8} {'vs release':>10} "
           f"{'peak MiB':>9}")
     for name, autocast in precisions.items():
         def row(setting: str, rate: float, members: int = 1) -> None:
             versus = f"{rate / release:10.2f}" if release else f"{'-':>10}"
-            print(f"{name:9} {setting:14} {rate:10.1f} {rate / members:11.1f} {rate / solo:8.2f} {versus} "
+            print(f"{name:9} {setting:18} {rate:10.1f} {rate / members:11.1f} {rate / solo:8.2f} {versus} "
                   f"{_peak_mib(device):9.0f}", flush=True)
 
         def timed(step, clips: int) -> float:
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     rate = timed(_pack_step(config, k, device, args.batch_size, autocast), args.batch_size * k)
                 except torch.OutOfMemoryError:
-                    print(f"{name:9} {setting:14} out of memory")
+                    print(f"{name:9} {setting:18} out of memory")
                     break
                 row(setting, rate, k)
     return 0

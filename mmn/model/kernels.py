@@ -136,6 +136,44 @@ def _grouped_bmm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return out.transpose(0, 1).reshape(*x.shape[:-1], weight.shape[0])
 
 
+class _MemberWeightGrads(torch.autograd.Function):
+    """`_grouped_bmm`, whose backward takes each member's weight gradient with an `mm` of its own instead of one
+    batched product. That gradient is a (out × rows)(rows × in) product with a long reduction over the rows; batched,
+    cuBLAS ran it in a small-tile kernel that took 42% of a pack's step on an H200 (docs/performance.md), while for
+    one `mm`, as in the solo step, it picks its kernel for one long product. K launches instead of one; on a GPU
+    not yet measured (benchmarks/gpu_pack_check.sh times it beside `bmm`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, members: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.members, ctx.has_bias = members, bias is not None
+        return _grouped_bmm(x, weight, bias, members)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        members, (width_out, width_in) = ctx.members, weight.shape
+        # under autocast the forward's products ran in the grad's dtype (bf16, say); so do these, and each gradient
+        # is returned in its input's dtype
+        grad_rows = grad.reshape(-1, width_out)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:  # member k's grad @ W_k: W_k transposed in member k's block of a (K·in, out)
+            transposed = weight.view(members, -1, width_in).transpose(1, 2).reshape(-1, width_out // members)
+            grad_x = _grouped_bmm(grad, transposed.to(grad.dtype), None, members).to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            x_rows = x.reshape(-1, width_in * members).to(grad.dtype)
+            grad_weight = torch.cat([g.t().mm(part) for g, part in zip(grad_rows.chunk(members, dim=1),
+                                                                        x_rows.chunk(members, dim=1))])
+            grad_weight = grad_weight.to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_rows.sum(0).to(weight.dtype)
+        return grad_x, grad_weight, grad_bias, None
+
+
+def _grouped_bmm_mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, members: int) -> torch.Tensor:
+    return _MemberWeightGrads.apply(x, weight, bias, members)
+
+
 def _grouped_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, members: int) -> torch.Tensor:
     # (rows, K·in) viewed as (1, K·in, rows, 1), channels_last as the temporal convs: a 1×1 conv with K groups.
     first = x.reshape(-1, x.shape[-1]).t()[None, :, :, None]
@@ -157,7 +195,8 @@ def _grouped_loop(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 GROUPED_LINEARS: dict[str, Callable[..., torch.Tensor]] = {
-    "bmm": _grouped_bmm, "conv": _grouped_conv, "einsum": _grouped_einsum, "loop": _grouped_loop,
+    "bmm": _grouped_bmm, "bmm_mm": _grouped_bmm_mm, "conv": _grouped_conv, "einsum": _grouped_einsum,
+    "loop": _grouped_loop,
 }
 # Which of GROUPED_LINEARS grouped_linear runs. On a 2-core CPU (docs/performance.md) bmm and einsum tie, loop
 # trails them and conv runs at about half their speed.
