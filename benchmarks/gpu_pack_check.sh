@@ -2,9 +2,10 @@
 # The trial-pack checks of issue #17 on a CUDA GPU, torch only (no Ray needed), in under 10 minutes:
 #   1. the CUDA tests: a pack equals its members run alone (tests/test_cuda.py), fit_pack trains on CUDA with amp
 #      and validates all members in one fused forward (tests/test_fit_pack.py, whose CPU tests then run on CUDA too);
-#   2. benchmarks/pack_throughput.py: aggregate training throughput of packs of 1-16 members, fp32 and bf16, for two
-#      implementations of the members' linear maps (bmm, the default, and bmm_mm, which takes each member's weight
-#      gradient with an mm of its own), against one solo trial and the release structure;
+#   2. benchmarks/pack_throughput.py: aggregate training throughput of packs of 1-16 members, fp32 and bf16, for three
+#      implementations of the members' linear maps (bmm, the default; bmm_out, whose products write straight into
+#      the members' channel layout; bmm_mm, bmm_out with each member's weight gradient an mm of its own), against one
+#      solo trial and the release structure;
 #   3. how many members of the paper model mmn.pack.members_that_fit lets one pack have on this GPU;
 #   4. benchmarks/compile_step.py: short solo fits of the paper model, eager against train.compile=on (CUDA graphs),
 #      bf16 then fp32, a line as each fit ends; capped at 175 s (compiling the paper model took about 3 minutes in
@@ -19,7 +20,7 @@ echo "== 1. CUDA tests"
 python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_pack.py tests/test_fit_pack.py || true
 
 echo "== 2. pack throughput"
-python -m benchmarks.pack_throughput --device cuda --members 1,2,4,8,16 --seconds 1.5 --linear bmm,bmm_mm
+python -m benchmarks.pack_throughput --device cuda --members 1,2,4,8,16 --seconds 1.5 --linear bmm,bmm_out,bmm_mm
 
 echo "== 3. members of the paper model that fit"
 python - <<'PY'

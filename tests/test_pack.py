@@ -255,21 +255,24 @@ def test_every_grouped_linear_gives_each_members_product(implementation: str, mo
     _check_fused_equals_solos({}, members=2)
 
 
-def test_member_weight_grads_under_autocast_equal_the_batched_products(monkeypatch) -> None:
-    """bmm_mm's own backward under bf16 autocast (a pack with train.amp): the gradients bmm's autograd gives, each in
-    its input's dtype."""
+def test_member_products_under_autocast_equal_the_batched_products(monkeypatch) -> None:
+    """bmm_out's and bmm_mm's own backward under bf16 autocast (a pack with train.amp): the output and gradients
+    bmm's autograd gives, each gradient in its input's dtype."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 5, 40, generator=g)[..., 4:28].requires_grad_()
     weight, bias = torch.randn(18, 8, generator=g, requires_grad=True), torch.randn(18, generator=g, requires_grad=True)
-    grads = {}
-    for implementation in ("bmm", "bmm_mm"):
+    outs, grads = {}, {}
+    for implementation in ("bmm", "bmm_out", "bmm_mm"):
         monkeypatch.setattr(kernels, "GROUPED_LINEAR", implementation)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = kernels.grouped_linear(x, weight, bias, 3)
-        grads[implementation] = torch.autograd.grad(out.float().square().sum(), (x, weight, bias))
-    for got, want in zip(grads["bmm_mm"], grads["bmm"]):
-        assert got.dtype == want.dtype == torch.float32
-        torch.testing.assert_close(got, want)
+            outs[implementation] = kernels.grouped_linear(x, weight, bias, 3)
+        grads[implementation] = torch.autograd.grad(outs[implementation].float().square().sum(), (x, weight, bias))
+    for implementation in ("bmm_out", "bmm_mm"):
+        assert outs[implementation].dtype == torch.bfloat16
+        torch.testing.assert_close(outs[implementation], outs["bmm"])
+        for got, want in zip(grads[implementation], grads["bmm"]):
+            assert got.dtype == want.dtype == torch.float32
+            torch.testing.assert_close(got, want)
 
 
 def test_unknown_grouped_linear_is_named(monkeypatch) -> None:

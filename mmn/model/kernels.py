@@ -136,42 +136,77 @@ def _grouped_bmm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return out.transpose(0, 1).reshape(*x.shape[:-1], weight.shape[0])
 
 
-class _MemberWeightGrads(torch.autograd.Function):
-    """`_grouped_bmm`, whose backward takes each member's weight gradient with an `mm` of its own instead of one
-    batched product. That gradient is a (out × rows)(rows × in) product with a long reduction over the rows; batched,
-    cuBLAS ran it in a small-tile kernel that took 42% of a pack's step on an H200 (docs/performance.md), while for
-    one `mm`, as in the solo step, it picks its kernel for one long product. K launches instead of one; on a GPU
-    not yet measured (benchmarks/gpu_pack_check.sh times it beside `bmm`)."""
+def _into_channels(rows: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """rows (K, R, in) @ weights (K, in, out) (+ bias (K, out)) written straight into an (R, K·out) tensor, member k's
+    product in its channels [k·out, (k+1)·out): the batched product's output is that tensor's transposed view, so no
+    copy between the batched and the channel layouts follows."""
+    members, count, width = rows.shape[0], rows.shape[1], weights.shape[-1]
+    out = torch.empty(count, members, width, dtype=rows.dtype, device=rows.device)
+    batched = out.transpose(0, 1)
+    if bias is None:
+        torch.bmm(rows, weights, out=batched)
+    else:
+        batched.copy_(bias.view(members, 1, width).expand_as(batched)).baddbmm_(rows, weights)
+    return out.view(count, members * width)
+
+
+class _MemberProducts(torch.autograd.Function):
+    """Each member's linear map as `_grouped_bmm` computes it, but with its products written into the members'
+    channel layout (`_into_channels`), forward and input gradient, where `_grouped_bmm` and its autograd copy each
+    output between layouts (15% of a pack-of-8 step on an H200, docs/performance.md). `per_member`: each member's
+    weight gradient with an `mm` of its own instead of one batched product: that gradient is a (out × rows)(rows ×
+    in) product with a long reduction over the rows, which, batched, cuBLAS ran in a small-tile kernel (42% of the
+    same step), while for one `mm`, as in the solo step, it picks its kernel for one long product; K launches
+    instead of one. Neither is measured on a GPU yet (benchmarks/gpu_pack_check.sh times both beside `bmm`).
+
+    Under autocast the products run in its dtype, as autocast runs `bmm`; each gradient is returned in its input's
+    dtype."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, members: int) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.members, ctx.has_bias = members, bias is not None
-        return _grouped_bmm(x, weight, bias, members)
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, members: int,
+                per_member: bool) -> torch.Tensor:
+        dtype = torch.get_autocast_dtype(x.device.type) if autocast_on(x) else x.dtype
+        x_rows = x.reshape(-1, x.shape[-1]).to(dtype)  # (R, K·in)
+        weights = weight.to(dtype).view(members, -1, weight.shape[-1]).transpose(1, 2)  # (K, in, out)
+        out = _into_channels(_by_member(x_rows, members), weights, None if bias is None else bias.to(dtype))
+        ctx.save_for_backward(x_rows, weight)
+        ctx.members, ctx.per_member, ctx.has_bias, ctx.x_shape, ctx.x_dtype = (members, per_member, bias is not None,
+                                                                               x.shape, x.dtype)
+        return out.view(*x.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight = ctx.saved_tensors
-        members, (width_out, width_in) = ctx.members, weight.shape
-        # under autocast the forward's products ran in the grad's dtype (bf16, say); so do these, and each gradient
-        # is returned in its input's dtype
-        grad_rows = grad.reshape(-1, width_out)
+        x_rows, weight = ctx.saved_tensors
+        members, dtype = ctx.members, x_rows.dtype
+        grad_rows = grad.reshape(-1, weight.shape[0]).to(dtype)  # (R, K·out)
+        grad_members = _by_member(grad_rows, members)  # (K, R, out)
         grad_x = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:  # member k's grad @ W_k: W_k transposed in member k's block of a (K·in, out)
-            transposed = weight.view(members, -1, width_in).transpose(1, 2).reshape(-1, width_out // members)
-            grad_x = _grouped_bmm(grad, transposed.to(grad.dtype), None, members).to(x.dtype)
+        if ctx.needs_input_grad[0]:
+            weights = weight.to(dtype).view(members, -1, weight.shape[-1])  # (K, out, in)
+            grad_x = _into_channels(grad_members, weights, None).view(ctx.x_shape).to(ctx.x_dtype)
         if ctx.needs_input_grad[1]:
-            x_rows = x.reshape(-1, width_in * members).to(grad.dtype)
-            grad_weight = torch.cat([g.t().mm(part) for g, part in zip(grad_rows.chunk(members, dim=1),
-                                                                        x_rows.chunk(members, dim=1))])
+            if ctx.per_member:
+                grad_weight = torch.cat([g.t().mm(part) for g, part in zip(grad_rows.chunk(members, dim=1),
+                                                                            x_rows.chunk(members, dim=1))])
+            else:
+                grad_weight = torch.bmm(grad_members.transpose(1, 2), _by_member(x_rows, members)).flatten(0, 1)
             grad_weight = grad_weight.to(weight.dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_rows.sum(0).to(weight.dtype)
-        return grad_x, grad_weight, grad_bias, None
+        return grad_x, grad_weight, grad_bias, None, None
+
+
+def _by_member(rows: torch.Tensor, members: int) -> torch.Tensor:
+    """(R, K·C) rows as (K, R, C), a view: member k's channels as the k-th matrix."""
+    return rows.unflatten(1, (members, -1)).transpose(0, 1)
+
+
+def _grouped_bmm_out(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, members: int) -> torch.Tensor:
+    return _MemberProducts.apply(x, weight, bias, members, False)
 
 
 def _grouped_bmm_mm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, members: int) -> torch.Tensor:
-    return _MemberWeightGrads.apply(x, weight, bias, members)
+    return _MemberProducts.apply(x, weight, bias, members, True)
 
 
 def _grouped_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, members: int) -> torch.Tensor:
@@ -195,8 +230,8 @@ def _grouped_loop(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 GROUPED_LINEARS: dict[str, Callable[..., torch.Tensor]] = {
-    "bmm": _grouped_bmm, "bmm_mm": _grouped_bmm_mm, "conv": _grouped_conv, "einsum": _grouped_einsum,
-    "loop": _grouped_loop,
+    "bmm": _grouped_bmm, "bmm_out": _grouped_bmm_out, "bmm_mm": _grouped_bmm_mm, "conv": _grouped_conv,
+    "einsum": _grouped_einsum, "loop": _grouped_loop,
 }
 # Which of GROUPED_LINEARS grouped_linear runs. On a 2-core CPU (docs/performance.md) bmm and einsum tie, loop
 # trails them and conv runs at about half their speed.
