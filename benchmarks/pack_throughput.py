@@ -196,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
                 except torch.OutOfMemoryError:
                     print(f"{name:9} {setting:18} out of memory")
                     break
+                except RuntimeError as error:  # an implementation this device cannot run: say so, time the others
+                    print(f"{name:9} {setting:18} failed: {str(error).splitlines()[0][:100]}")
+                    break
                 row(setting, rate, k)
     return 0
 
