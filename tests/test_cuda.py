@@ -86,3 +86,13 @@ def test_fit_on_cuda_with_amp(tmp_path: Path) -> None:
 def test_pack_equals_solo_on_cuda(strict_fp32, dtype: torch.dtype, steps: int, rtol: float) -> None:
     from tests.test_pack import check_pack_equals_solo
     check_pack_equals_solo("cuda", dtype, steps=steps, rtol=rtol)
+
+
+@pytest.mark.parametrize("implementation", ["bmm_out", "bmm_mm"])
+def test_pack_with_its_products_in_the_channel_layout_equals_solo_on_cuda(strict_fp32, implementation: str,
+                                                                          monkeypatch) -> None:
+    """The candidates for the pack's GPU step (mmn.model.kernels._MemberProducts) train as bmm does: exactly."""
+    from mmn.model import kernels
+    from tests.test_pack import check_pack_equals_solo
+    monkeypatch.setattr(kernels, "GROUPED_LINEAR", implementation)
+    check_pack_equals_solo("cuda", torch.float64, steps=20, rtol=1e-9)

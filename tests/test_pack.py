@@ -132,6 +132,14 @@ def test_pack_equals_solo_float64() -> None:
     check_pack_equals_solo("cpu", torch.float64, steps=20, rtol=1e-9)
 
 
+@pytest.mark.parametrize("implementation", ["bmm_out", "bmm_mm"])
+def test_pack_with_its_own_product_backward_equals_solo_float64(implementation: str, monkeypatch) -> None:
+    """The candidates for the pack's GPU step (kernels._MemberProducts, with a backward of their own) train as bmm's
+    autograd does."""
+    monkeypatch.setattr(kernels, "GROUPED_LINEAR", implementation)
+    check_pack_equals_solo("cpu", torch.float64, steps=10, rtol=1e-9)
+
+
 def test_pack_with_dropout_and_drop_path_equals_solo_float64() -> None:
     """Each member draws its own masks, exactly its solo run's, whatever the others' rates: one member with every
     rate 0, one at 0.5, one at its own rates."""
