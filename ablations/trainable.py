@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import pyarrow.fs as pafs
 import ray
@@ -194,17 +194,19 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
     events = {index: SummaryWriter(str(member.out_dir)) for index, member in members}
     last: dict[str, Any] = {}
 
+    epochs = members[0][1].config.train.epochs
+    heard: set[int] = set()  # the members an epoch's report named
+
     def report(epoch: int, records: dict[int, dict[str, Any]]) -> list[int]:
         records = {indices[i]: record for i, record in records.items()}  # by the pack's member order
+        heard.update(records)
         for index, record in records.items():
             latest[index] = record.get(context.metric, float("nan"))
             _write_scalars(events[index], record, epoch)
         stop = _stopped_at_rung(context, epoch, records)
-        last.update({key: sum(r[key] for r in records.values()) / len(records) for key in RECORDED_METRICS
-                     if all(key in r for r in records.values())},
-                    epoch=epoch, members=len(records) - len(stop))
+        last.update(_means(records.values()), epoch=epoch, members=len(records) - len(stop))
         own = {str(index): {key: r[key] for key in RECORDED_METRICS if key in r} for index, r in records.items()}
-        final = epoch == members[0][1].config.train.epochs
+        final = epoch == epochs
         ended = {str(index): "finished" if final else "stopped" for index in records if final or index in stop}
         tune.report({**last, "member": own, "ended": ended, MEMBER_VALUES: list(latest)},
                     checkpoint=tune.Checkpoint.from_directory(str(state)))
@@ -217,15 +219,31 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
     finally:
         for writer in events.values():
             writer.close()
+    # A member resumed after its last epoch (its record was not yet finished) trained nothing, so no epoch's report
+    # named it: the last report does, as a solo trial in that case reports its final values.
+    unheard = {index: result["final"] for index, result in zip(indices, results)
+               if result["status"] == "finished" and index not in heard}
     for index, result in zip(indices, results):
         if result["status"] == "failed":
             latest[index] = float("nan")
+        elif index in unheard:
+            latest[index] = unheard[index].get(context.metric, float("nan"))
     if all(r["status"] == "failed" for r in results):  # every member diverged: end as a diverged solo trial does
         tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "diverged": True,
                      MEMBER_VALUES: latest})
-    elif any(r["status"] == "failed" for r in results):
-        # the searcher (ablations.pack_search) hears that a member diverged after the pack's last report
-        tune.report({**last, MEMBER_VALUES: latest})
+    elif unheard or any(r["status"] == "failed" for r in results):
+        # the searchers (ablations.pack_search) hear how every member ended, one that diverged after the last
+        # report included; trackers (ablations.loggers) hear the unheard members' values and end
+        tune.report({**(last or {**_means(unheard.values()), "epoch": epochs, "members": 0}),
+                     "member": {str(index): final for index, final in unheard.items()},
+                     "ended": {str(index): "finished" for index in unheard}, MEMBER_VALUES: latest})
+
+
+def _means(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """The members' mean of each recorded metric that all of `records` hold: a pack's metric as Tune hears it."""
+    records = list(records)
+    return {key: sum(r[key] for r in records) / len(records) for key in RECORDED_METRICS
+            if records and all(key in r for r in records)}
 
 
 def _write_scalars(writer: SummaryWriter, record: Mapping[str, Any], epoch: int) -> None:

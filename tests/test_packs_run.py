@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -47,7 +48,8 @@ def test_seeds_of_a_variant_share_a_pack_and_only_they(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_packed_experiment_writes_solo_trial_folders_and_resumes_members(ray_session, tmp_path: Path) -> None:
+def test_a_packed_experiment_writes_solo_trial_folders_and_resumes_members(ray_session, tmp_path: Path,
+                                                                          monkeypatch) -> None:
     spec = load_spec(_spec(tmp_path))
     options = RunOptions(storage=str(tmp_path / "runs"), epochs=2, overrides=dict(TINY_SET), pack=2)
     outcome = run_experiment(spec, options)
@@ -81,19 +83,32 @@ def test_a_packed_experiment_writes_solo_trial_folders_and_resumes_members(ray_s
             if t.state == optuna.trial.TrialState.COMPLETE}
     assert told == {key: pytest.approx(history["val_top1"]) for key, history in last.items()} and len(study.trials) == 4
 
-    # A member stopped after its last checkpoint (its record not yet finished) resumes from its pack's checkpoint,
-    # in a pack of its own; the finished members are skipped.
-    member, record = next(iter(records.items()))
-    (member / RESULT).write_text(json.dumps({**record, "status": "running"}))
-    again = run_experiment(spec, options)
-    assert (again.skipped, len(again.finished)) == (3, 4)
-    resumed = [json.loads(p.read_text()) for p in folder.rglob(RESULT)
-               if json.loads(p.read_text())["config_hash"] == record["config_hash"]]
-    newest = max(resumed, key=lambda r: r["started"])
-    assert newest["status"] == "finished" and newest["resumed_after_epochs"] == [2]
-    rerun = max(load_studies(folder), key=lambda study: study.study_name)  # the rerun's: the member it trained
-    assert [(t.state, t.params["train.seed"]) for t in rerun.trials] == [(optuna.trial.TrialState.COMPLETE,
-                                                                          record["seed"])]
+    # Members stopped after their last checkpoint (the driver died before their records said finished) resume from
+    # their pack's checkpoint, in a pack again, with nothing left to train; the finished members are skipped. Their
+    # values still reach the rerun's study and their MLflow runs (no epoch reports them: the pack's last report does).
+    stopped = {member: record for member, record in records.items() if record["variant_key"] == "mtm=true"}
+    for member, record in stopped.items():
+        (member / RESULT).write_text(json.dumps({**record, "status": "running"}))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    again = run_experiment(spec, replace(options, log=("mlflow",)))
+    assert (again.skipped, len(again.finished)) == (2, 4)
+    hashes = {record["config_hash"] for record in stopped.values()}
+    resumed = [r for r in map(json.loads, (p.read_text() for p in folder.rglob(RESULT)))
+               if r["config_hash"] in hashes and r["started"] > max(s["started"] for s in stopped.values())]
+    assert sorted((r["seed"], r["status"], r["resumed_after_epochs"]) for r in resumed) == [
+        (1, "finished", [2]), (2, "finished", [2])]
+    rerun = max(load_studies(folder), key=lambda study: study.study_name)  # the rerun's: the members it resumed
+    by_seed = sorted(rerun.trials, key=lambda trial: trial.params["train.seed"])
+    assert [(t.state, t.params["train.seed"], t.value) for t in by_seed] == [
+        (optuna.trial.TrialState.COMPLETE, r["seed"], pytest.approx(r["final"]["val_top1"]))
+        for r in sorted(stopped.values(), key=lambda r: r["seed"])]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("packed").experiment_id])
+    assert sorted((run.info.run_name, run.info.status, run.data.metrics["val_top1"]) for run in runs) == [
+        (member.name, "FINISHED", pytest.approx(record["final"]["val_top1"]))
+        for member, record in sorted(stopped.items(), key=lambda item: item[0].name)]
 
 
 @pytest.mark.slow
