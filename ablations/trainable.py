@@ -186,8 +186,9 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
         extra = {**_extra(context, plan.variant_key, plan.variant, plan.sampled, member_config.train.device, given),
                  "pack": {"name": name, "members": [p.trial_key for p in plans]}}
         members.append((index, PackMember(member_config, checkpoint_dir, results_root / folder, extra)))
-    if not members:
-        tune.report({"epoch": 0, MEMBER_VALUES: latest, "members": 0})
+    if not members:  # a retried pack whose members all ended before; Tune refuses a result without its metric
+        tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "epoch": 0, MEMBER_VALUES: latest,
+                     "members": 0})
         return
     _no_cuda_warning(given, members[0][1].config.train.device)
     indices = [index for index, _ in members]
