@@ -194,7 +194,6 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
     indices = [index for index, _ in members]
     events = {index: SummaryWriter(str(member.out_dir)) for index, member in members}
     last: dict[str, Any] = {}
-
     epochs = members[0][1].config.train.epochs
     heard: set[int] = set()  # the members an epoch's report named
 
