@@ -15,6 +15,7 @@ from mmn.folders import BEST_PREDICTIONS, BEST_WEIGHTS, CHECKPOINT, HISTORY, RES
 from mmn.model import MMN
 from mmn.pack import check_packable, pack_key
 from mmn.train import PackMember, fit, fit_pack
+from tests.helpers.records import read_history
 
 # One scale of one block 16 wide on 8 frames; random layers off but where a test turns them on (RATES); SGD, since
 # AdamW's normalised step turns float32 rounding in near-zero gradients into whole steps of the learning rate.
@@ -33,10 +34,6 @@ RATES = {"model.depth": 2, "model.drop_path": 0.4, "model.fusion_dropout": 0.3, 
 def _config(seed: int, lr: float = 1e-3, **extra) -> RunConfig:
     return apply_overrides(with_budget(RunConfig(), "quick"),
                            {**SMALL, "train.seed": seed, "train.lr": lr, **extra})
-
-
-def _history(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / HISTORY).read_text().splitlines()]
 
 
 def _same_training(packed: list[dict], solo: list[dict]) -> None:
@@ -60,7 +57,7 @@ def test_members_write_what_solo_trials_write_and_train_alike(tmp_path: Path) ->
         assert record.keys() == alone.keys() and record == result
         assert (record["status"], record["config_hash"], record["seed"]) == ("finished", config.hash(),
                                                                             config.train.seed)
-        _same_training(_history(packed), _history(solo))
+        _same_training(read_history(packed), read_history(solo))
         with np.load(packed / BEST_PREDICTIONS) as a, np.load(solo / BEST_PREDICTIONS) as b:
             np.testing.assert_allclose(a["logits"], b["logits"], rtol=1e-3, atol=1e-4)
         weights = read_weights(packed / BEST_WEIGHTS)
@@ -78,7 +75,7 @@ def test_a_diverging_member_fails_alone_and_the_others_finish(tmp_path: Path) ->
     assert results[1]["error"].startswith("TrainingDiverged: loss became nan at epoch 1, step ")
     assert json.loads((tmp_path / "m1" / RESULT).read_text())["status"] == "failed"
     fit(configs[0], checkpoint_dir=tmp_path / "alone", progress=False)
-    _same_training(_history(tmp_path / "m0"), _history(tmp_path / "alone"))
+    _same_training(read_history(tmp_path / "m0"), read_history(tmp_path / "alone"))
 
 
 def test_an_interrupted_pack_resumes_each_member_from_its_checkpoint(tmp_path: Path) -> None:
@@ -98,7 +95,7 @@ def test_an_interrupted_pack_resumes_each_member_from_its_checkpoint(tmp_path: P
     uninterrupted = fit_pack([PackMember(c, checkpoint_dir=tmp_path / f"u{i}") for i, c in enumerate(configs)])
     for i in range(2):
         assert results[i]["status"] == uninterrupted[i]["status"] == "finished"
-        _same_training(_history(tmp_path / f"m{i}"), _history(tmp_path / f"u{i}"))
+        _same_training(read_history(tmp_path / f"m{i}"), read_history(tmp_path / f"u{i}"))
 
 
 def test_members_with_random_layers_resume_their_own_streams_alone_or_in_another_pack(tmp_path: Path) -> None:
@@ -118,14 +115,14 @@ def test_members_with_random_layers_resume_their_own_streams_alone_or_in_another
                   for i, c in enumerate(configs[:2])])
     with pytest.raises(KeyboardInterrupt):  # member 2 alone, stopped after epoch 1
         fit(configs[2], checkpoint_dir=tmp_path / "m2", on_epoch=stop_after_first_epoch, progress=False)
-    _same_training(_history(tmp_path / "m0"), _history(tmp_path / "solo0")[:1])
+    _same_training(read_history(tmp_path / "m0"), read_history(tmp_path / "solo0")[:1])
 
     fit(configs[0], checkpoint_dir=tmp_path / "m0", progress=False)  # a member's checkpoint, resumed alone
     # a member's and a solo run's checkpoint resumed together: member 1 is now first in its pack
     results = fit_pack([PackMember(configs[i], checkpoint_dir=tmp_path / f"m{i}") for i in (1, 2)])
     assert [r["resumed_after_epochs"] for r in results] == [[1], [1]]
     for i in range(3):
-        _same_training(_history(tmp_path / f"m{i}"), _history(tmp_path / f"solo{i}"))
+        _same_training(read_history(tmp_path / f"m{i}"), read_history(tmp_path / f"solo{i}"))
 
 
 def test_on_epoch_end_stops_a_member_the_others_go_on(tmp_path: Path) -> None:
@@ -145,14 +142,14 @@ def test_on_epoch_end_stops_a_member_the_others_go_on(tmp_path: Path) -> None:
     assert stopped == results[1]
     assert (stopped["status"], stopped["stopped_after_epoch"], stopped["epochs_completed"]) == ("stopped", 1, 1)
     assert stopped["error"] is None and stopped["ended"] and stopped["throughput"]["train_clips_per_s"] > 0
-    assert len(_history(tmp_path / "m1")) == 1
+    assert len(read_history(tmp_path / "m1")) == 1
     assert {BEST_PREDICTIONS, BEST_WEIGHTS, CHECKPOINT, HISTORY} <= {p.name for p in (tmp_path / "m1").iterdir()}
     assert read_weights(tmp_path / "m1" / BEST_WEIGHTS)["epoch"] == 1
     for i in (0, 2):
         assert (results[i]["status"], results[i]["epochs_completed"]) == ("finished", 2)
         assert "stopped_after_epoch" not in results[i]
         fit(configs[i], checkpoint_dir=tmp_path / f"solo{i}", progress=False)
-        _same_training(_history(tmp_path / f"m{i}"), _history(tmp_path / f"solo{i}"))
+        _same_training(read_history(tmp_path / f"m{i}"), read_history(tmp_path / f"solo{i}"))
 
 
 def test_on_epoch_end_stopping_a_member_not_training_is_an_error(tmp_path: Path) -> None:
@@ -192,7 +189,7 @@ def test_max_members_trains_a_pack_in_groups_that_train_alike(tmp_path: Path) ->
     assert [r["status"] for r in grouped] == ["finished"] * 3
     for i in range(3):
         assert grouped[i]["config_hash"] == together[i]["config_hash"]
-        _same_training(_history(tmp_path / f"two{i}"), _history(tmp_path / f"all{i}"))
+        _same_training(read_history(tmp_path / f"two{i}"), read_history(tmp_path / f"all{i}"))
 
 
 def test_one_fused_forward_predicts_what_each_members_folded_model_does() -> None:
@@ -247,4 +244,4 @@ def test_pack_members_resume_their_own_cuda_streams(tmp_path: Path) -> None:
     fit_pack([PackMember(c, checkpoint_dir=tmp_path / f"m{i}") for i, c in enumerate(configs)])
     fit_pack([PackMember(c, checkpoint_dir=tmp_path / f"u{i}") for i, c in enumerate(configs)])
     for i in range(2):
-        _same_training(_history(tmp_path / f"m{i}"), _history(tmp_path / f"u{i}"))
+        _same_training(read_history(tmp_path / f"m{i}"), read_history(tmp_path / f"u{i}"))

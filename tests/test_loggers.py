@@ -27,6 +27,7 @@ from ablations.trainable import TrialContext
 from mmn.folders import RESULT
 from mmn.train import _Progress
 from tests.helpers.events import scalars
+from tests.helpers.records import read_history
 
 SMALL = {"model.embed_dim": 16, "model.depth": 1, "model.num_scales": 1, "data.synthetic_clips_per_class": 1,
          "model.num_frames": 8, "train.batch_size": 8}
@@ -106,7 +107,7 @@ def test_every_trial_folder_has_tensorboard_scalars_beside_our_record(tracked):
     (events,) = folder.glob("events.out.tfevents.*")
     logged = scalars(events)
     assert [step for step, _ in logged["ray/tune/val_top1"]] == [1, 2]
-    history = _history(folder)
+    history = read_history(folder)
     assert [value for _, value in logged["ray/tune/val_top1"]] == pytest.approx([r["val_top1"] for r in history])
     # Tune's own JSON logger writes its result.json; our record keeps its own name and content.
     assert json.loads((folder / RESULT).read_text())["status"] == "finished"
@@ -119,10 +120,6 @@ def _wandb_history(path: Path, key: str) -> list[float]:
     pattern = re.compile(rb"\x12" + bytes([len(key)]) + re.escape(key.encode()) + rb"\x82\x01(.)", re.DOTALL)
     data = path.read_bytes()
     return [float(data[m.end():m.end() + m.group(1)[0]]) for m in pattern.finditer(data)]
-
-
-def _history(folder: str | Path) -> list[dict]:
-    return [json.loads(line) for line in (Path(folder) / "history.jsonl").read_text().splitlines()]
 
 
 def _wandb_runs(tracked) -> dict[str, tuple[bytes, list[float]]]:
@@ -143,7 +140,7 @@ def test_wandb_offline_records_a_run_per_trial_in_the_experiment_project(tracked
     runs = {name: run for name, run in _wandb_runs(tracked).items() if name.startswith("batch_size=")}
     for data, _ in runs.values():
         assert b"tracked" in data and re.search(rb"grid-\d{8}-\d{6}", data)  # the project, the group
-    history = _history(_finished_folder(tracked))
+    history = read_history(_finished_folder(tracked))
     # each epoch's value, in the run's history and its summary; none for the trial that failed before its first
     assert sorted(runs) == ["batch_size=4096,seed=1", "batch_size=8,seed=1"] and runs["batch_size=4096,seed=1"][1] == []
     logged = runs["batch_size=8,seed=1"][1]
@@ -162,7 +159,7 @@ def test_wandb_logs_each_member_of_a_trial_pack_as_the_run_its_solo_trial_would_
     packed = tracked["packed"]
     assert sorted(Path(r["_dir"]).name for r in packed.finished) == ["lr=0.001,seed=1", "lr=0.001,seed=2"]
     for record in packed.finished:  # each member's own values, not the pack's mean
-        history, logged = _history(record["_dir"]), members[Path(record["_dir"]).name][1]
+        history, logged = read_history(record["_dir"]), members[Path(record["_dir"]).name][1]
         assert len(logged) >= len(history) and set(logged) == {r["val_top1"] for r in history}
     assert members["lr=1e+30,seed=1"][1] == members["lr=1e+30,seed=2"][1] == []  # diverged in their first epoch
 
@@ -203,7 +200,7 @@ def test_mlflow_logs_each_member_of_a_trial_pack_as_a_run_that_ends_as_the_membe
         run = runs[Path(record["_dir"]).name]
         logged = sorted(client.get_metric_history(run.info.run_id, "val_top1"), key=lambda metric: metric.step)
         assert [(m.step, m.value) for m in logged] == [(r["epoch"], pytest.approx(r["val_top1"]))
-                                                       for r in _history(record["_dir"])]
+                                                       for r in read_history(record["_dir"])]
         assert run.data.params == {"train.lr": "0.001", "train.seed": str(record["seed"])}
         assert run.data.tags["invocation"].startswith("grid-")
 

@@ -17,6 +17,7 @@ from ablations.spec import load_spec
 from analysis.collect import collect, load_studies
 from mmn.folders import BEST_PREDICTIONS, BEST_WEIGHTS, HISTORY, RESULT
 from tests.helpers.events import scalars
+from tests.helpers.records import read_history
 
 pytestmark = pytest.mark.ray
 
@@ -65,7 +66,7 @@ def test_a_packed_experiment_writes_solo_trial_folders_and_resumes_members(ray_s
         assert record["status"] == "finished" and record["epochs_completed"] == 2
         # its own TensorBoard file, as a solo trial's, with its own epochs
         (events,) = member.glob("events.out.tfevents.*")
-        history = [json.loads(line) for line in (member / HISTORY).read_text().splitlines()]
+        history = read_history(member)
         assert scalars(events)["ray/tune/val_top1"] == [(r["epoch"], pytest.approx(r["val_top1"])) for r in history]
         # and Tune hears it: each member's metrics in its pack's results, by its place in the pack
         place = record["pack"]["members"].index(member.name)
@@ -77,7 +78,7 @@ def test_a_packed_experiment_writes_solo_trial_folders_and_resumes_members(ray_s
     # The invocation's Optuna study holds the members as a solo run's holds its trials: the factors and the seed as
     # parameters, each member's own last value (optuna-dashboard and the report's importances read these).
     (study,) = load_studies(folder)
-    last = {(r["variant"]["model.mtm"], r["seed"]): json.loads((m / HISTORY).read_text().splitlines()[-1])
+    last = {(r["variant"]["model.mtm"], r["seed"]): read_history(m)[-1]
             for m, r in records.items()}
     told = {(t.params["model.mtm"], t.params["train.seed"]): t.value for t in study.trials
             if t.state == optuna.trial.TrialState.COMPLETE}
@@ -145,7 +146,7 @@ def test_tuning_samples_train_in_packs_and_asha_stops_single_members(ray_session
     stopped_at = {}
     for epoch in (1, 2):  # the rungs' rule, replayed in the order the pack asked: member order
         for number, (member, record) in enumerate(members):
-            history = [json.loads(line) for line in (member / HISTORY).read_text().splitlines()]
+            history = read_history(member)
             if number not in stopped_at and len(history) >= epoch and not rungs.keep(epoch,
                                                                                     history[epoch - 1]["train_loss"]):
                 stopped_at[number] = epoch
