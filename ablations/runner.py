@@ -441,6 +441,11 @@ def _planned_space(points: list[dict[str, Any]]) -> dict[str, Any]:
     return {name: tune.choice(list(dict.fromkeys(point[name] for point in points))) for name in points[0]}
 
 
+def _direction(spec: Spec) -> str:
+    """The spec's mode as an Optuna study's direction."""
+    return "maximize" if spec.mode == "max" else "minimize"
+
+
 def _grid_search_alg(points: list[dict[str, Any]], experiment: Location, spec: Spec, study: str) -> Any:
     """Optuna over the planned trials, each enqueued once (Ray's points_to_evaluate) with its parameters."""
     return _OptunaSearch(sampler=_PlannedOnly(), points_to_evaluate=points,
@@ -607,9 +612,8 @@ def _run_planned(context: TrialContext, spec: Spec, options: RunOptions, experim
     if len(packs) < len(plans):  # a Tune trial per pack, each member in its own folder inside the pack's
         _say(f"as {len(packs)} trial packs of up to {max(len(p.members) for p in packs)} members (--pack)")
         context = replace(context, packs={pack.name: pack.members for pack in packs})
-        direction = "maximize" if spec.mode == "max" else "minimize"
         search = PlannedPackSearch(optuna.create_study(study_name=study, storage=_journal(experiment),
-                                                       sampler=_PlannedOnly(), direction=direction),
+                                                       sampler=_PlannedOnly(), direction=_direction(spec)),
                                    packs, spec.metric, spec.mode)
         _tune(context, search, len(packs), spec, options, experiment, label)
         return
@@ -666,7 +670,7 @@ def _tune_variants(spec: Spec, options: RunOptions, experiment: Location,
     for key in context.variants:
         study_name = f"{context.experiment}/tune/{key}"
         study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
-                                    direction="maximize" if spec.mode == "max" else "minimize")
+                                    direction=_direction(spec))
         completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         remaining = samples - len(completed)
         if remaining > 0:
