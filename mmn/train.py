@@ -252,9 +252,10 @@ class _Trial:
             return {"rng_torch": self.rng_torch, "rng_cuda": self.generator.get_state()}
         return {"rng_torch": self.generator.get_state(), "rng_cuda": None}
 
-    def diverged(self, loss: float, epoch: int, step: int) -> TrainingDiverged:
-        return TrainingDiverged(f"loss became {loss} at epoch {epoch}, step {step}: lower train.lr (now "
-                                f"{self.config.train.lr:g}) or check the data for NaN coordinates")
+    def diverged(self, what: str) -> TrainingDiverged:
+        """The error of a run whose numbers stopped being finite; `what` says which and when."""
+        return TrainingDiverged(f"{what}: lower train.lr (now {self.config.train.lr:g}) or check the data for NaN "
+                                f"coordinates")
 
     def end_epoch(self, epoch: int, record: dict[str, Any], logits: np.ndarray, labels: np.ndarray,
                   val_set: SkeletonDataset, device: torch.device) -> None:
@@ -359,10 +360,19 @@ def _metrics(trial: _Trial, logits: np.ndarray, labels: np.ndarray) -> dict[str,
 
 
 def _validate(trial: _Trial, val_set: SkeletonDataset, device: torch.device,
-              autocast: contextlib.AbstractContextManager) -> tuple[np.ndarray, np.ndarray, dict[str, float], float]:
+              autocast: contextlib.AbstractContextManager) -> tuple[np.ndarray, float]:
+    """The model's logits on the validation split, and the seconds they took."""
     started = time.perf_counter()
-    logits, labels = predict(trial.model, val_set, device, trial.config.train.eval_batch_size, autocast)
-    return logits, labels, _metrics(trial, logits, labels), time.perf_counter() - started
+    logits, _ = predict(trial.model, val_set, device, trial.config.train.eval_batch_size, autocast)
+    return logits, time.perf_counter() - started
+
+
+def _diverged_at_validation(trial: _Trial, logits: np.ndarray, epoch: int) -> TrainingDiverged | None:
+    """A last step that made the weights (or BatchNorm's running statistics) infinite leaves the epoch's loss
+    finite and shows first in the validation logits: the run diverged, as if its loss had."""
+    if np.isfinite(logits).all():
+        return None
+    return trial.diverged(f"validation logits became NaN or inf after epoch {epoch}")
 
 
 def _predict_pack(pack: Pack, dataset: SkeletonDataset, device: torch.device, batch_size: int,
@@ -405,20 +415,22 @@ def _train(trial: _Trial, show_progress: bool) -> dict[str, Any]:
             loss_value = forward.step(functools.partial(_loss_backward, x, index_t, labels, loss_fn, optimizer,
                                                         autocast))
             if not math.isfinite(loss_value):
-                raise trial.diverged(loss_value, epoch, step)
+                raise trial.diverged(f"loss became {loss_value} at epoch {epoch}, step {step}")
             optimizer.step()
             scheduler.step()
             total_loss += loss_value
             progress.step(epoch, step, steps_per_epoch, total_loss / step)
         train_time = time.perf_counter() - epoch_started
 
-        logits, labels, metrics, eval_time = _validate(trial, val_set, device, autocast)
-        record = _epoch_record(epoch, total_loss / steps_per_epoch, optimizer.param_groups[0]["lr"], metrics,
-                               steps_per_epoch * train.batch_size, train_time, data_time, len(val_set), eval_time,
-                               epoch_started)
+        logits, eval_time = _validate(trial, val_set, device, autocast)
+        if error := _diverged_at_validation(trial, logits, epoch):
+            raise error
+        record = _epoch_record(epoch, total_loss / steps_per_epoch, optimizer.param_groups[0]["lr"],
+                               _metrics(trial, logits, val_set.labels), steps_per_epoch * train.batch_size,
+                               train_time, data_time, len(val_set), eval_time, epoch_started)
         progress.epoch(record)
         trial.result.update(forward.record())
-        trial.end_epoch(epoch, record, logits, labels, val_set, device)
+        trial.end_epoch(epoch, record, logits, val_set.labels, val_set, device)
     return trial.finish(device)
 
 
@@ -532,7 +544,7 @@ def _train_pack(group: list[tuple[int, _Trial, SkeletonDataset]], val_set: Skele
                 if math.isfinite(losses[i]):
                     totals[i] += losses[i]
                     continue
-                trials[i].fail(trials[i].diverged(losses[i], epoch, step))
+                trials[i].fail(trials[i].diverged(f"loss became {losses[i]} at epoch {epoch}, step {step}"))
                 leave(i, orders, totals)
             if not trials:
                 return
@@ -540,16 +552,19 @@ def _train_pack(group: list[tuple[int, _Trial, SkeletonDataset]], val_set: Skele
         records: dict[int, dict[str, Any]] = {}
         fused_logits, fused_time = (_predict_pack(pack, val_set, device, train.eval_batch_size, autocast)
                                     if device.type == "cuda" else (None, 0.0))
-        for i, (trial, total) in enumerate(zip(trials, totals)):
-            if fused_logits is None:
-                logits, labels, metrics, eval_time = _validate(trial, val_set, device, autocast)
-            else:
-                logits, labels, eval_time = fused_logits[i], val_set.labels, fused_time
-                metrics = _metrics(trial, logits, labels)
-            record = _epoch_record(epoch, total / steps_per_epoch, trial.optimizer.param_groups[0]["lr"], metrics,
-                                   steps_per_epoch * train.batch_size, train_time, data_time, len(val_set),
-                                   eval_time, epoch_started)
-            trial.end_epoch(epoch, record, logits, labels, val_set, device)
+        evaluated = [_validate(trial, val_set, device, autocast) if fused_logits is None else
+                     (fused_logits[i], fused_time) for i, trial in enumerate(trials)]
+        for i in reversed(range(len(trials))):
+            if error := _diverged_at_validation(trials[i], evaluated[i][0], epoch):
+                trials[i].fail(error)
+                leave(i, totals, evaluated)
+        if not trials:
+            return
+        for i, (trial, total, (logits, eval_time)) in enumerate(zip(trials, totals, evaluated)):
+            record = _epoch_record(epoch, total / steps_per_epoch, trial.optimizer.param_groups[0]["lr"],
+                                   _metrics(trial, logits, val_set.labels), steps_per_epoch * train.batch_size,
+                                   train_time, data_time, len(val_set), eval_time, epoch_started)
+            trial.end_epoch(epoch, record, logits, val_set.labels, val_set, device)
             records[indices[i]] = record
         stop = set(on_epoch_end(epoch, records) or ()) if on_epoch_end else set()
         if stop - set(records):

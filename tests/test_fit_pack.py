@@ -78,6 +78,22 @@ def test_a_diverging_member_fails_alone_and_the_others_finish(tmp_path: Path) ->
     _same_training(read_history(tmp_path / "m0"), read_history(tmp_path / "alone"))
 
 
+def test_a_member_whose_weights_become_infinite_between_its_loss_and_validation_fails_alone(tmp_path: Path) -> None:
+    """One step an epoch; the diverging member's second step, at 1e30 after a warmup from 1e-30, leaves its weights
+    infinite while its loss, taken before the step, is finite: only its validation shows it."""
+    blows_up = {"train.warmup_lr": 1e-30, "train.max_steps": 1, "train.epochs": 3}
+    configs = [_config(1, **{"train.max_steps": 1, "train.epochs": 3}), _config(2, 1e30, **blows_up)]
+    heard = []
+    results = fit_pack([PackMember(c, checkpoint_dir=tmp_path / f"m{i}") for i, c in enumerate(configs)],
+                       on_epoch_end=lambda epoch, records: heard.append((epoch, sorted(records))))
+    assert heard == [(1, [0, 1]), (2, [0]), (3, [0])]
+    assert results[0]["status"] == "finished" and results[0]["epochs_completed"] == 3
+    assert (results[1]["status"], results[1]["epochs_completed"]) == ("failed", 1)
+    assert results[1]["error"].startswith("TrainingDiverged: validation logits became NaN or inf after epoch 2")
+    fit(configs[0], checkpoint_dir=tmp_path / "alone", progress=False)
+    _same_training(read_history(tmp_path / "m0"), read_history(tmp_path / "alone"))
+
+
 def test_an_interrupted_pack_resumes_each_member_from_its_checkpoint(tmp_path: Path) -> None:
     configs = [_config(1), _config(2, 2e-3)]
 

@@ -156,6 +156,19 @@ def test_nan_loss_stops_with_epoch_and_step(tmp_path):
     assert record["status"] == "failed" and "loss became nan" in record["error"]
 
 
+# One step an epoch, the first at a rate of 1e-30 (the warmup's start), the next at 1e30: epoch 2's loss is taken
+# before its step and stays finite, and the step after it leaves the weights infinite.
+BLOWS_UP_AFTER_A_STEP = {"train.lr": 1e30, "train.warmup_lr": 1e-30, "train.warmup_epochs": 1, "train.max_steps": 1}
+
+
+def test_weights_made_infinite_by_an_epochs_last_step_fail_the_run_as_diverged(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"validation logits became NaN or inf after epoch 2: lower train.lr"):
+        fit(tiny(**SMALLER, **BLOWS_UP_AFTER_A_STEP), checkpoint_dir=tmp_path, progress=False)
+    record = json.loads((tmp_path / RESULT).read_text())
+    assert record["status"] == "failed" and record["error"].startswith("TrainingDiverged: validation logits")
+    assert record["epochs_completed"] == 1  # epoch 2 is not recorded: its weights are no model's
+
+
 @pytest.mark.slow
 def test_cli_trains_and_rejects_bad_keys(tmp_path):
     args = [f"{k}={v}" for k, v in {**TINY, "train.epochs": 1}.items()]
