@@ -68,9 +68,8 @@ class PerMember:
     """Mixed into one of Ray's tracker callbacks (a LoggerCallback): a solo trial is logged as Ray logs it; a trial
     pack is no run, each of its members is the run its solo trial would be, opened when the pack starts (as Ray opens
     a solo trial's), with the member's own metrics each epoch. Its run ends when the pack's report says the member
-    ended (finished, or stopped by ASHA's rungs: "ended", from ablations.trainable._run_pack); a member still open
-    when the pack's trial ends diverged (fit_pack dropped it; its record says failed) or the pack failed, so its run
-    ends failed. A retried pack (Tune's max_failures) keeps its members' runs, and a member that ended before trains
+    ended ("ended", from ablations.trainable._run_pack): finished, stopped by ASHA's rungs, or failed (it diverged,
+    fit_pack dropped it and its record says so); a member still open when the pack's trial ends failed with it. A retried pack (Tune's max_failures) keeps its members' runs, and a member that ended before trains
     no more and gets no second run. A tracker implements start_members, log_member and end_member."""
 
     def __init__(self, context: TrialContext, **kwargs: Any) -> None:
@@ -122,9 +121,9 @@ class PerMember:
             if members[place] in opened:
                 self.log_member(trial, members[place], {**shared, "epoch": result["epoch"], **metrics,
                                                         "config": members[place].config})
-        for place in result.get("ended") or {}:  # finished or stopped: both end as a solo trial's run does
+        for place, how in (result.get("ended") or {}).items():  # finished or stopped end as a solo run does
             if members[place] in opened:
-                self._end(trial, members[place], failed=False)
+                self._end(trial, members[place], failed=how == "failed")
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         if not _is_pack(trial):

@@ -164,7 +164,7 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
     """A pack trial: its members train as one fused model (mmn.train.fit_pack), each into its own folder inside the
     pack's; one checkpoint per epoch holds every member's. Tune hears, per epoch, the members' mean metrics, each
     member's own (`member/<i>/<metric>`, i its place in the pack) and the members that ended with it (`ended`:
-    finished, or stopped), so that W&B and MLflow log each member as a run of its own (ablations.loggers); each
+    finished, stopped, or failed: diverged since the last report), so that W&B and MLflow log each member as a run of its own (ablations.loggers); each
     member's folder also gets its own TensorBoard file, as a solo trial's has. A tuning pack's members are Optuna's
     samples: each report also carries each member's value of the metric (MEMBER_VALUES, for the searcher), and
     `context.rungs` may stop a member at an ASHA rung; it then leaves."""
@@ -196,6 +196,7 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
     last: dict[str, Any] = {}
     epochs = members[0][1].config.train.epochs
     heard: set[int] = set()  # the members an epoch's report named
+    failed: set[int] = set()  # the members a report said diverged
 
     def report(epoch: int, records: dict[int, dict[str, Any]]) -> list[int]:
         records = {indices[i]: record for i, record in records.items()}  # by the pack's member order
@@ -208,6 +209,11 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
         own = {str(index): {key: r[key] for key in RECORDED_METRICS if key in r} for index, r in records.items()}
         final = epoch == epochs
         ended = {str(index): "finished" if final else "stopped" for index in records if final or index in stop}
+        # a member that diverged since the last report (fit_pack dropped it; its record says so) ends now
+        for index in set(indices) - set(records) - failed:
+            if (_record(results_root / member_folder(plans[index].trial_key)) or {}).get("status") == "failed":
+                failed.add(index)
+                latest[index], ended[str(index)] = float("nan"), "failed"
         tune.report({**last, "member": own, "ended": ended, MEMBER_VALUES: list(latest)},
                     checkpoint=tune.Checkpoint.from_directory(str(state)))
         return [indices.index(index) for index in stop]
@@ -231,12 +237,15 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
     if all(r["status"] == "failed" for r in results):  # every member diverged: end as a diverged solo trial does
         tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "diverged": True,
                      MEMBER_VALUES: latest})
-    elif unheard or any(r["status"] == "failed" for r in results):
+    elif unheard or any(r["status"] == "failed" and index not in failed for index, r in zip(indices, results)):
         # the searchers (ablations.pack_search) hear how every member ended, one that diverged after the last
         # report included; trackers (ablations.loggers) hear the unheard members' values and end
         tune.report({**(last or {**_means(unheard.values()), "epoch": epochs, "members": 0}),
                      "member": {str(index): final for index, final in unheard.items()},
-                     "ended": {str(index): "finished" for index in unheard}, MEMBER_VALUES: latest})
+                     "ended": {**{str(index): "finished" for index in unheard},
+                               **{str(index): "failed" for index, r in zip(indices, results)
+                                  if r["status"] == "failed" and index not in failed}},
+                     MEMBER_VALUES: latest})
 
 
 def _means(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:

@@ -23,6 +23,7 @@ from ablations.progress import TrialProgress, duration
 from ablations.loggers import tracker_callbacks
 from ablations.runner import RunOptions, plan_experiment, run_experiment
 from ablations.spec import load_spec
+from analysis.collect import load_studies
 from ablations.trainable import TrialContext
 from mmn.folders import RESULT
 from mmn.train import _Progress
@@ -31,6 +32,7 @@ from tests.helpers.records import read_history
 
 SMALL = {"model.embed_dim": 16, "model.depth": 1, "model.num_scales": 1, "data.synthetic_clips_per_class": 1,
          "model.num_frames": 8, "train.batch_size": 8}
+DIVERGE_IN_EPOCH_2 = {"train.warmup_epochs": 1, "train.warmup_lr": 1e-30, "train.max_steps": 1}  # at train.lr 1e30
 SNAPSHOT_LOGGER = "ray.tune.execution.experiment_state"  # where Ray warns of snapshots in quick succession
 
 
@@ -50,8 +52,10 @@ class _Records(logging.Handler):
 def tracked(ray_session, tmp_path_factory):
     """Two tiny experiments logged to W&B (offline) and MLflow (a SQLite file). `tracked`, solo trials: one that
     finishes after two epochs and one that fails at its start (a batch larger than the training set); what the
-    driver logged. `packs`, one trial pack of four members (two seeds of two learning rates, --pack 4): the two
-    with a sane rate finish, the two with an absurd one diverge in their first epoch."""
+    driver logged. `packs`, one trial pack of four members (two seeds of two learning rates, --pack 4), three
+    epochs of one step: the two with a sane rate finish, the two with an absurd one diverge in epoch 2 (the warmup's
+    first step is at 1e-30, its second at the absurd rate: their weights become infinite, their epoch-2 validation
+    shows it)."""
     tmp = tmp_path_factory.mktemp("trackers")  # not the project's name, which the W&B test finds in its files
     spec, packs = tmp / "spec.yaml", tmp / "packs.yaml"
     spec.write_text(textwrap.dedent("""\
@@ -85,9 +89,9 @@ def tracked(ray_session, tmp_path_factory):
         finally:
             LOG.removeHandler(handler)
             logging.getLogger(SNAPSHOT_LOGGER).removeHandler(snapshots)
-        with contextlib.redirect_stdout(io.StringIO()):  # a warmup of one epoch reaches the absurd rate in the first
+        with contextlib.redirect_stdout(io.StringIO()):
             packed = run_experiment(load_spec(packs), RunOptions(
-                storage=str(tmp / "runs"), epochs=2, overrides={**SMALL, "train.warmup_epochs": 1}, max_failures=0,
+                storage=str(tmp / "runs"), epochs=3, overrides={**SMALL, **DIVERGE_IN_EPOCH_2}, max_failures=0,
                 log=("wandb", "mlflow"), pack=4))
         after = dict(os.environ)
     return {"tmp": tmp, "outcome": outcome, "packed": packed, "log": handler, "snapshots": snapshots,
@@ -161,7 +165,9 @@ def test_wandb_logs_each_member_of_a_trial_pack_as_the_run_its_solo_trial_would_
     for record in packed.finished:  # each member's own values, not the pack's mean
         history, logged = read_history(record["_dir"]), members[Path(record["_dir"]).name][1]
         assert len(logged) >= len(history) and set(logged) == {r["val_top1"] for r in history}
-    assert members["lr=1e+30,seed=1"][1] == members["lr=1e+30,seed=2"][1] == []  # diverged in their first epoch
+    for record in packed.failed:  # epoch 1, then diverged in epoch 2
+        (epoch_1,) = read_history(record["_dir"])
+        assert set(members[Path(record["_dir"]).name][1]) == {epoch_1["val_top1"]}  # in its history and summary
 
 
 def _mlflow_runs(tracked, experiment: str) -> tuple[Any, dict[str, Any]]:
@@ -196,6 +202,15 @@ def test_mlflow_logs_each_member_of_a_trial_pack_as_a_run_that_ends_as_the_membe
         "lr=0.001,seed=1": "FINISHED", "lr=0.001,seed=2": "FINISHED", "lr=1e+30,seed=1": "FAILED",
         "lr=1e+30,seed=2": "FAILED"}
     assert sorted(r["status"] for r in tracked["packed"].failed) == ["failed", "failed"]
+    for record in tracked["packed"].failed:  # the one epoch it trained; its run ends as the pack hears of it
+        run = runs[Path(record["_dir"]).name]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")] == [1]
+        assert record["error"].startswith("TrainingDiverged: validation logits became NaN or inf after epoch 2")
+        assert run.info.end_time < min(runs[Path(r["_dir"]).name].info.end_time for r in tracked["packed"].finished)
+    # the packed grid's study: each member a trial, the diverged ones failed
+    (study,) = load_studies(tracked["tmp"] / "runs" / "packs")
+    assert sorted((t.params["train.lr"], t.params["train.seed"], t.state.name) for t in study.trials) == [
+        (0.001, 1, "COMPLETE"), (0.001, 2, "COMPLETE"), (1e30, 1, "FAIL"), (1e30, 2, "FAIL")]
     for record in tracked["packed"].finished:
         run = runs[Path(record["_dir"]).name]
         logged = sorted(client.get_metric_history(run.info.run_id, "val_top1"), key=lambda metric: metric.step)
@@ -207,39 +222,47 @@ def test_mlflow_logs_each_member_of_a_trial_pack_as_a_run_that_ends_as_the_membe
 
 def test_a_retried_pack_keeps_its_members_mlflow_runs_and_opens_none_twice(tmp_path, monkeypatch):
     """Tune's events for a pack trial, by hand, into the MLflow callback: a member stopped at epoch 1 (its run ends
-    then), the trial retried after an error (Tune starts it again), a member that finishes, one that diverged (absent
-    from the reports; its run ends failed with the trial)."""
+    then), the trial retried after an error (Tune starts it again), a member that finishes, one that diverged in
+    epoch 2 (the report says so: its run ends failed then), and one absent from the reports (its run ends failed with
+    the trial)."""
     from mlflow.tracking import MlflowClient
     from ray.tune.experiment import Trial
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     spec = tmp_path / "retried.yaml"
-    spec.write_text("name: retried\nfactors:\n  train.lr: [0.001]\nseeds: 3\n")
+    spec.write_text("name: retried\nfactors:\n  train.lr: [0.001]\nseeds: 4\n")
     plans = plan_experiment(load_spec(spec), RunOptions(epochs=2))
     context = TrialContext(experiment="retried", budget="quick", common={}, variants={}, variant_values={},
-                           packs={"pack-lr=0.001,seeds=1-3": tuple(plans)})
+                           packs={"pack-lr=0.001,seeds=1-4": tuple(plans)})
     (callback,) = tracker_callbacks(["mlflow"], context, "grid-1")
     callback.setup()
-    trial = Trial("run_trial", config={"pack": "pack-lr=0.001,seeds=1-3"}, trial_id="t1", stub=True)
+    trial = Trial("run_trial", config={"pack": "pack-lr=0.001,seeds=1-4"}, trial_id="t1", stub=True)
     epoch_1 = {"training_iteration": 1, "epoch": 1, "val_top1": 20.0, "member": {
-        "0": {"val_top1": 10.0}, "1": {"val_top1": 20.0}, "2": {"val_top1": 30.0}}, "ended": {"1": "stopped"}}
+        "0": {"val_top1": 10.0}, "1": {"val_top1": 20.0}, "2": {"val_top1": 30.0}, "3": {"val_top1": 40.0}},
+               "ended": {"1": "stopped"}}
     epoch_2 = {"training_iteration": 2, "epoch": 2, "val_top1": 15.0, "member": {"0": {"val_top1": 15.0}},
-               "ended": {"0": "finished"}}
+               "ended": {"0": "finished", "2": "failed"}}
+    client = MlflowClient()
+
+    def statuses() -> dict[str, str]:
+        return {run.info.run_name: run.info.status for run in client.search_runs(
+            [client.get_experiment_by_name("retried").experiment_id])}
+
     callback.on_trial_start(0, [trial], trial)
     callback.on_trial_result(1, [trial], trial, epoch_1)
     callback.on_trial_start(2, [trial], trial)  # retried: the runs of its members stay, none is opened again
     callback.on_trial_result(3, [trial], trial, epoch_2)
+    assert statuses() == {"lr=0.001,seed=1": "FINISHED", "lr=0.001,seed=2": "FINISHED", "lr=0.001,seed=3": "FAILED",
+                          "lr=0.001,seed=4": "RUNNING"}
     callback.on_trial_complete(4, [trial], trial)
 
-    client = MlflowClient()
     runs = {run.info.run_name: run for run in client.search_runs(
         [client.get_experiment_by_name("retried").experiment_id])}
-    assert {name: run.info.status for name, run in runs.items()} == {
-        "lr=0.001,seed=1": "FINISHED", "lr=0.001,seed=2": "FINISHED", "lr=0.001,seed=3": "FAILED"}
+    assert statuses()["lr=0.001,seed=4"] == "FAILED"
     logged = {name: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_top1")]
               for name, run in runs.items()}
     assert logged == {"lr=0.001,seed=1": [(1, 10.0), (2, 15.0)], "lr=0.001,seed=2": [(1, 20.0)],
-                      "lr=0.001,seed=3": [(1, 30.0)]}  # each its own values, not the pack's mean
+                      "lr=0.001,seed=3": [(1, 30.0)], "lr=0.001,seed=4": [(1, 40.0)]}  # its own, not the mean
     assert runs["lr=0.001,seed=2"].data.params == {"train.lr": "0.001", "train.seed": "2"}
     assert runs["lr=0.001,seed=2"].data.tags["invocation"] == "grid-1"
 
