@@ -201,12 +201,19 @@ def _print_plan(spec: Spec, options: RunOptions) -> None:
     width = max(len(p.trial_key) for p in plans)
     for plan in plans:
         print(f"  {plan.trial_key:<{width}}  {plan.config_hash}")
-    _print_packs(spec, plans, options.pack, with_gpus.gpu > 0, without.gpu > 0)
+    if rule is not None:  # the rounds pack the trials they run: round 1's are known, the later rounds' not yet
+        by_variant: dict[str, list] = {}
+        for plan in plans:
+            by_variant.setdefault(plan.variant_key, []).append(plan)
+        plans = [plan for variant in by_variant.values() for plan in variant[:rule.min]]
+    _print_packs(spec, plans, options.pack, with_gpus.gpu > 0, without.gpu > 0, rule is not None)
 
 
-def _print_packs(spec: Spec, plans: list, choice: str | int, gpu_with: bool, gpu_without: bool) -> None:
+def _print_packs(spec: Spec, plans: list, choice: str | int, gpu_with: bool, gpu_without: bool,
+                 rounds: bool) -> None:
     """The trial packs (--pack) where the cluster has GPUs and where it has none, when they differ from single
-    trials; the final trials of a tuned spec are packed alike once their configs are known, its tuning samples as
+    trials: of `plans`, round 1's trials where the seeds run in `rounds` (each later round packs the seeds it adds
+    alike); the final trials of a tuned spec are packed alike once their configs are known, its tuning samples as
     they are asked."""
     from .packing import pack_size, plan_packs
 
@@ -219,10 +226,11 @@ def _print_packs(spec: Spec, plans: list, choice: str | int, gpu_with: bool, gpu
             print(f"tuning samples{' ' * bool(where)}{where}: asked up to {size} at a time (TPE with the constant "
                   f"liar), each batch trained as packs of one shape{asha}")
         packs = plan_packs(plans, size)
+        title = f"trial packs (--pack {choice}){' ' * bool(where)}{where}{' in round 1' if rounds else ''}"
         if len(packs) == len(plans):
-            print(f"trial packs (--pack {choice}){' ' * bool(where)}{where}: none, each trial alone")
+            print(f"{title}: none, each trial alone")
             continue
-        print(f"trial packs (--pack {choice}){' ' * bool(where)}{where}: {len(packs)} Tune trials")
+        print(f"{title}: {len(packs)} Tune trials{'; each later round packs the seeds it adds alike' * rounds}")
         for pack in packs:
             print(f"  {pack.name}: {', '.join(m.trial_key for m in pack.members)}")
 

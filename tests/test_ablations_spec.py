@@ -194,6 +194,26 @@ def test_dry_run_says_what_a_trial_gets_with_and_without_gpus(capsys):
     assert "each trial gets 1 CPU, 0 GPU, device cpu, whether or not the cluster has GPUs" in capsys.readouterr().out
 
 
+def test_dry_run_lists_the_packs_the_run_trains(capsys):
+    from ablations import run as ablations_run
+
+    # fixed seeds: each variant's seeds in packs of at most 2
+    assert ablations_run.main(["msm_mtm", "--dry-run", "--seeds", "3", "--pack", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "trial packs (--pack 2): 8 Tune trials\n" in printed
+    assert "  pack-msm=off,mtm=true,seeds=1-2: msm=off,mtm=true,seed=1, msm=off,mtm=true,seed=2\n" in printed
+    assert "  msm=off,mtm=true,seed=3: msm=off,mtm=true,seed=3\n" in printed
+    # seeds until decided (the quick budget's 3..5): round 1's seeds, not all five, share a pack
+    assert ablations_run.main(["msm_mtm", "--dry-run", "--pack", "8"]) == 0
+    printed = capsys.readouterr().out
+    assert ("trial packs (--pack 8) in round 1: 4 Tune trials; each later round packs the seeds it adds alike\n"
+            in printed)
+    assert "  pack-msm=off,mtm=true,seeds=1-3: msm=off,mtm=true,seed=1, msm=off,mtm=true,seed=2, " \
+           "msm=off,mtm=true,seed=3\n" in printed
+    assert ablations_run.main(["msm_mtm", "--dry-run"]) == 0  # auto: on a CPU, no packs
+    assert "trial packs (--pack auto) in round 1: none, each trial alone" in capsys.readouterr().out
+
+
 # --- stream ensembles: the streams spec, and each kind of mistake in `ensembles` ------------------------------------
 
 STREAMS_SPEC = "name: x\nfactors:\n  data.modality: [joint, bone, joint_motion]\n"
