@@ -354,17 +354,23 @@ def _trial_records(folder: Path) -> list[dict[str, Any]]:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_paper_trials_get_a_gpu_share_where_the_cluster_has_gpus_and_quick_trials_none(tmp_path):
+    """Two seeds of one variant: under paper, trials that get a GPU, which --pack auto packs; under quick, trials
+    that get none, which it leaves alone."""
     spec = tmp_path / "one.yaml"
-    spec.write_text("name: one\nfactors:\n  model.mtm: [true]\nseeds: 1\n")
+    spec.write_text("name: one\nfactors:\n  model.mtm: [true]\nseeds: 2\n")
     sets = [arg for key, value in _SMALLEST.items() for arg in ("--set", f"{key}={value}")]
     driver = subprocess.run([sys.executable, "-c", _GPU_DRIVER, str(spec), "--storage", str(tmp_path / "runs"),
                              "--epochs", "1", *sets], cwd=ROOT, capture_output=True, text=True, timeout=300)
     output = driver.stdout + driver.stderr
     assert driver.returncode == 0, output[-4000:]
     assert "each trial gets 1 CPU, 0.5 GPU, device cuda" in output and "each trial gets 1 CPU, 0 GPU" in output
-    (paper,) = _trial_records(tmp_path / "runs" / "paper")
-    (quick,) = _trial_records(tmp_path / "runs" / "quick")
-    assert paper["status"] == quick["status"] == "finished"
+    papers = _trial_records(tmp_path / "runs" / "paper")
+    quicks = _trial_records(tmp_path / "runs" / "quick")
+    assert [r["status"] for r in papers + quicks] == ["finished"] * 4
+    # --pack auto (the default): the paper trials' two seeds in one pack, as they get a GPU; the quick trials alone
+    assert [r["pack"]["members"] for r in papers] == [["mtm=true,seed=1", "mtm=true,seed=2"]] * 2
+    assert not any("pack" in r for r in quicks)
+    paper, quick = papers[0], quicks[0]
     # Ray gave the paper trial half of one of its GPUs, and the quick trial none.
     assert (paper["resources"]["cpu"], paper["resources"]["gpu"]) == (1, 0.5)
     assert len(paper["resources"]["gpu_ids"]) == 1
