@@ -464,8 +464,10 @@ def fit_pack(members: Sequence[PackMember], on_epoch_end: PackEpochCallback | No
     Their configs may differ only in mmn.pack.PER_MEMBER settings (seed, learning rate, ...); anything else is a
     ValueError. Each member draws its own batches from its own seed and writes exactly the files `fit` writes for a
     solo trial, and draws its dropout and drop-path masks from its own stream, the one its solo run draws from. A
-    member whose loss becomes NaN fails (its record says why) and leaves the pack; the others go on. Members resumed
-    from checkpoints of different epochs train in groups, one after another.
+    member whose loss becomes NaN fails (its record says why) and leaves the pack; the others go on; so does one
+    whose checkpoint cannot be resumed (another config's). Members resumed from checkpoints of different epochs train
+    in groups, one after another, each member once. Any other error fails the members still training, as it would a
+    solo run, and is raised; a member resumed after its last epoch keeps its record.
 
     `on_epoch_end(epoch, records)` hears each epoch once every member still training has recorded it (a Ray pack
     trial reports then): `records` maps each such member's index in `members` to its epoch record. It returns the
@@ -478,9 +480,12 @@ def fit_pack(members: Sequence[PackMember], on_epoch_end: PackEpochCallback | No
     """
     if not members:
         raise ValueError("a pack needs at least one member")
+    if max_members is not None and max_members < 1:
+        raise ValueError(f"max_members must be at least 1 (or None: as many as fit), got {max_members}")
     check_packable([member.config for member in members])
     trials = [_Trial(m.config, m.checkpoint_dir, m.out_dir, m.extra, m.on_epoch) for m in members]
     config = members[0].config
+    done_before: set[int] = set()  # resumed after their last epoch: an error in the others' training spares them
     try:
         with num_threads(config.train.threads):
             device, autocast = _device_and_autocast(config)
@@ -488,22 +493,31 @@ def fit_pack(members: Sequence[PackMember], on_epoch_end: PackEpochCallback | No
             train_sets = [load_split(t.config.data, "train", config.model.num_frames, t.config.train.seed)
                           for t in trials]
             steps_per_epoch = _steps_per_epoch(config, train_sets[0])
-            for trial in trials:
-                trial.build(device, steps_per_epoch, own_stream=True)
+            groups: dict[int, list[tuple[int, _Trial, SkeletonDataset]]] = {}  # by the epochs a member has done
+            for i, (trial, train_set) in enumerate(zip(trials, train_sets)):
+                try:
+                    trial.build(device, steps_per_epoch, own_stream=True)
+                except Exception as error:  # noqa: BLE001 - its own checkpoint (another config's, ...): it fails alone
+                    trial.fail(error)
+                    continue
+                if trial.config.train.compile != "off":  # as a solo run's record says it, though packs never compile
+                    trial.result["compiled"] = False
+                if len(trial.history) >= trial.config.train.epochs:
+                    done_before.add(i)
+                groups.setdefault(len(trial.history), []).append((i, trial, train_set))
             if max_members is None:
                 max_members = (members_that_fit(config, device, share=gpu_share) if device.type == "cuda"
                                else len(trials))
-            for epochs_done in sorted({len(t.history) for t in trials}):
-                group = [(i, t, d) for i, (t, d) in enumerate(zip(trials, train_sets))
-                         if len(t.history) == epochs_done]
+            for epochs_done in sorted(groups):
+                group = groups[epochs_done]
                 for start in range(0, len(group), max_members):
                     _train_pack(group[start:start + max_members], val_set, steps_per_epoch, device, autocast,
                                 on_epoch_end)
     except (KeyboardInterrupt, SystemExit):
         raise  # stopped, not failed: the records stay "running", and a rerun continues from the last checkpoints
     except Exception as error:
-        for trial in trials:
-            if trial.result["status"] == "running":
+        for i, trial in enumerate(trials):  # those still training fail with the pack, as a solo run would
+            if trial.result["status"] == "running" and i not in done_before:
                 trial.fail(error)
         raise
     return [trial.result for trial in trials]
@@ -566,10 +580,7 @@ def _train_pack(group: list[tuple[int, _Trial, SkeletonDataset]], val_set: Skele
                                    train_time, data_time, len(val_set), eval_time, epoch_started)
             trial.end_epoch(epoch, record, logits, val_set.labels, val_set, device)
             records[indices[i]] = record
-        stop = set(on_epoch_end(epoch, records) or ()) if on_epoch_end else set()
-        if stop - set(records):
-            raise ValueError(f"on_epoch_end returned members {sorted(stop - set(records))}, which are not training: "
-                             f"return indices among those of its records ({sorted(records)})")
+        stop = _to_stop(on_epoch_end(epoch, records) if on_epoch_end else None, records)
         if epoch < train.epochs:  # after the last epoch a stopped member has simply finished
             for i in reversed(range(len(trials))):
                 if indices[i] in stop:
@@ -579,6 +590,21 @@ def _train_pack(group: list[tuple[int, _Trial, SkeletonDataset]], val_set: Skele
                 return
     for trial in trials:
         trial.finish(device)
+
+
+def _to_stop(returned: Any, records: dict[int, dict[str, Any]]) -> set[int]:
+    """The members on_epoch_end said to stop, checked: indices among its records', in a collection, or None."""
+    if returned is None:
+        return set()
+    try:
+        stop = set(returned)
+    except TypeError:
+        raise TypeError(f"on_epoch_end must return the indices of the members to stop (a list, maybe empty) or None, "
+                        f"got {returned!r}") from None
+    if stop - set(records):
+        raise ValueError(f"on_epoch_end returned members {sorted(stop - set(records))}, which are not training: "
+                         f"return indices among those of its records ({sorted(records)})")
+    return stop
 
 
 def _summary(history: list[dict[str, Any]], best: dict[str, Any], best_epoch: int) -> dict[str, Any]:

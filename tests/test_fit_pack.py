@@ -184,6 +184,58 @@ def test_members_resumed_at_different_epochs_train_in_turn(tmp_path: Path) -> No
     assert results[0]["resumed_after_epochs"] == [2] and results[1]["resumed_after_epochs"] == []
 
 
+def test_a_member_that_leaves_its_group_is_not_trained_again_by_a_later_group(tmp_path: Path) -> None:
+    """Member 0 starts afresh, member 1 resumes after epoch 2 of 4. Stopped at epoch 2, member 0 must not join the
+    group of members at epoch 2, which then trains member 1 alone."""
+    configs = [_config(1, **{"train.epochs": 4}), _config(2, **{"train.epochs": 4})]
+
+    def interrupt_after_epoch_2(record: dict, folder: Path | None) -> None:
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(configs[1], checkpoint_dir=tmp_path / "m1", on_epoch=interrupt_after_epoch_2, progress=False)
+    heard = []
+
+    def stop_member_0_at_epoch_2(epoch: int, records: dict) -> list[int]:
+        heard.append((epoch, sorted(records)))
+        return [0] if epoch == 2 and 0 in records else []
+
+    results = fit_pack([PackMember(c, checkpoint_dir=tmp_path / f"m{i}") for i, c in enumerate(configs)],
+                       on_epoch_end=stop_member_0_at_epoch_2)
+    assert heard == [(1, [0]), (2, [0]), (3, [1]), (4, [1])]
+    assert [(r["status"], r["epochs_completed"]) for r in results] == [("stopped", 2), ("finished", 4)]
+    assert len(read_history(tmp_path / "m0")) == 2
+
+
+def test_errors_fail_only_the_members_they_concern(tmp_path: Path) -> None:
+    # Member 1's folder holds another config's checkpoint: it fails alone, and member 0, finished before, stays so.
+    configs = [_config(1, **{"train.epochs": 1}), _config(2, **{"train.epochs": 1})]
+    fit(configs[0], checkpoint_dir=tmp_path / "m0", progress=False)
+    fit(_config(2, 5e-3, **{"train.epochs": 1}), checkpoint_dir=tmp_path / "m1", progress=False)
+    results = fit_pack([PackMember(c, checkpoint_dir=tmp_path / f"m{i}") for i, c in enumerate(configs)])
+    assert results[0]["status"] == "finished"
+    assert (results[1]["status"], results[1]["error"].split(":")[0]) == ("failed", "CheckpointMismatch")
+    # An error while others train (the callback's, here) fails them, not a member finished before it began.
+    fresh = _config(3, **{"train.epochs": 1})
+    with pytest.raises(ValueError, match=r"on_epoch_end returned members \[7\]"):
+        fit_pack([PackMember(configs[0], checkpoint_dir=tmp_path / "m0"),
+                  PackMember(fresh, checkpoint_dir=tmp_path / "m2")], on_epoch_end=lambda epoch, records: [7])
+    assert json.loads((tmp_path / "m0" / RESULT).read_text())["status"] == "finished"
+    assert json.loads((tmp_path / "m2" / RESULT).read_text())["status"] == "failed"
+
+
+def test_bad_arguments_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    members = [PackMember(_config(seed, **{"train.epochs": 1}), checkpoint_dir=tmp_path / f"m{seed}")
+               for seed in (1, 2)]
+    with pytest.raises(ValueError, match=r"max_members must be at least 1 \(or None: as many as fit\), got 0"):
+        fit_pack(members, max_members=0)
+    assert not (tmp_path / "m1").exists()
+    with pytest.raises(TypeError, match=r"on_epoch_end must return the indices of the members to stop \(a list, "
+                                        r"maybe empty\) or None, got 0"):
+        fit_pack(members, on_epoch_end=lambda epoch, records: 0)
+
+
 def test_only_trials_that_differ_in_per_member_settings_share_a_pack() -> None:
     a, b = _config(1, 1e-3), _config(7, 5e-3, **{"model.drop_path": 0.2, "train.weight_decay": 0.01})
     assert pack_key(a) == pack_key(b)
