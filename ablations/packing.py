@@ -63,6 +63,7 @@ def _name(members: tuple[TrialPlan, ...]) -> str:
     variants = list(dict.fromkeys(m.variant_key for m in members))
     seeds = sorted({m.seed for m in members})
     consecutive = seeds == list(range(seeds[0], seeds[-1] + 1))
-    seed_text = f"{seeds[0]}-{seeds[-1]}" if consecutive else "+".join(map(str, seeds))
+    seed_text = (f"seed={seeds[0]}" if len(seeds) == 1 else f"seeds={seeds[0]}-{seeds[-1]}" if consecutive
+                 else f"seeds={'+'.join(map(str, seeds))}")
     head = variants[0] if len(variants) == 1 else f"{variants[0]}+{len(variants) - 1}"
-    return f"pack-{head},seeds={seed_text}" if head else f"pack-seeds={seed_text}"
+    return f"pack-{head},{seed_text}" if head else f"pack-{seed_text}"

@@ -44,6 +44,12 @@ def test_seeds_of_a_variant_share_a_pack_and_only_they(tmp_path: Path) -> None:
                                                                    ["mtm=false,seed=1", "mtm=false,seed=2"]]
     assert [p.name for p in packs] == ["pack-mtm=true,seeds=1-2", "pack-mtm=false,seeds=1-2"]
     assert len(plan_packs(plans, 8)) == 2 and len(plan_packs(plans, 1)) == 4
+    # variants that differ in a per-member setting share a pack too; a pack of one seed is named by it
+    rates = tmp_path / "rates.yaml"
+    rates.write_text("name: rates\nfactors:\n  train.lr: [0.01, 0.02]\nseeds: 1\n")
+    (pack,) = plan_packs(plan_experiment(load_spec(rates), RunOptions(epochs=1)), 2)
+    assert pack.name == "pack-lr=0.01+1,seed=1" and [m.trial_key for m in pack.members] == ["lr=0.01,seed=1",
+                                                                                            "lr=0.02,seed=1"]
     assert (pack_size("auto", True), pack_size("auto", False), pack_size("off", True), pack_size(3, False)) == \
         (8, 1, 1, 3)
 
@@ -177,3 +183,4 @@ def test_tuning_samples_train_in_packs_and_asha_stops_single_members(ray_session
         assert len(logged) == record["epochs_completed"] and run.data.params["variant_key"] == "mtm=true"
         assert {key: float(run.data.params[key]) for key in record["search"]["sampled"]} == \
             pytest.approx(record["search"]["sampled"])
+
