@@ -69,8 +69,10 @@ class PerMember:
     pack is no run, each of its members is the run its solo trial would be, opened when the pack starts (as Ray opens
     a solo trial's), with the member's own metrics each epoch. Its run ends when the pack's report says the member
     ended ("ended", from ablations.trainable._run_pack): finished, stopped by ASHA's rungs, or failed (it diverged,
-    fit_pack dropped it and its record says so); a member still open when the pack's trial ends failed with it. A retried pack (Tune's max_failures) keeps its members' runs, and a member that ended before trains
-    no more and gets no second run. A tracker implements start_members, log_member and end_member."""
+    fit_pack dropped it and its record says so); a member still open when the pack's trial ends failed with it. A
+    pack that Tune retries after an error (max_failures) trains its members on from their checkpoints, and their
+    runs go on too, as a retried solo trial's does; a member that ended before trains no more and gets no second
+    run. A tracker implements start_members, log_member and end_member."""
 
     def __init__(self, context: TrialContext, **kwargs: Any) -> None:
         from ray.tune.result import AUTO_RESULT_KEYS
@@ -128,13 +130,16 @@ class PerMember:
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         if not _is_pack(trial):
             return super().log_trial_end(trial, failed)
+        # Ended normally, the pack leaves open only members that diverged; ended by an error (which Tune may retry),
+        # its members still training fail with it, for now: a retry opens their runs again (log_trial_start).
         for member in sorted(self.open.get(trial.trial_id, ()), key=str):
-            self._end(trial, member, failed=True)
+            self._end(trial, member, failed=True, for_good=not failed)
 
-    def _end(self, trial: Any, member: MemberTrial, failed: bool) -> None:
+    def _end(self, trial: Any, member: MemberTrial, failed: bool, for_good: bool = True) -> None:
         self.end_member(trial, member, failed)
         self.open[trial.trial_id].discard(member)
-        self.ended.add(member)
+        if for_good:
+            self.ended.add(member)
 
     def _members(self, trial: Any) -> dict[str, MemberTrial]:
         """The pack's members by their place in it (the keys of its reports' "member")."""

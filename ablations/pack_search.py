@@ -128,9 +128,10 @@ class PlannedPackSearch(Searcher):
 
 
 def _tell_members(study: optuna.Study, members: list[optuna.Trial], result: dict[str, Any] | None) -> None:
-    """Each member's value from a pack's last report (MEMBER_VALUES); NaN or none (the pack failed): failed."""
-    values = (result or {}).get(MEMBER_VALUES) or [math.nan] * len(members)
-    for trial, value in zip(members, values):
+    """Each member's value from a pack's last report (MEMBER_VALUES, by place; Tune hands a searcher its results
+    flattened: `member_values/<place>`); none (it diverged, or the pack failed): failed."""
+    for place, trial in enumerate(members):
+        value = (result or {}).get(f"{MEMBER_VALUES}/{place}")
         if isinstance(value, (int, float)) and math.isfinite(value):
             study.tell(trial, float(value))
         else:

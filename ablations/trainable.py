@@ -9,6 +9,7 @@ in `TrialContext` through the object store. Each trial's record (mmn.folders.RES
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import sys
@@ -36,7 +37,7 @@ SEED = "train.seed"  # the seed's name among a planned trial's parameters, besid
 PACK = "pack"  # a pack trial's parameter: the pack's name
 VARIANT = "variant_key"  # a tuning trial's variant
 SAMPLES = "samples"  # a tuning pack's members: [{"number": Optuna's trial number, "params": sampled values}, ...]
-MEMBER_VALUES = "member_values"  # a tuning pack's report: each member's latest value of the metric (NaN: failed)
+MEMBER_VALUES = "member_values"  # a pack's report: {place: latest value of the metric} of the members that have one
 
 
 @dataclass(frozen=True)
@@ -163,11 +164,11 @@ def pack_plans(config: Mapping[str, Any], context: TrialContext) -> list[TrialPl
 def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
     """A pack trial: its members train as one fused model (mmn.train.fit_pack), each into its own folder inside the
     pack's; one checkpoint per epoch holds every member's. Tune hears, per epoch, the members' mean metrics, each
-    member's own (`member/<i>/<metric>`, i its place in the pack) and the members that ended with it (`ended`:
-    finished, stopped, or failed: diverged since the last report), so that W&B and MLflow log each member as a run of its own (ablations.loggers); each
+    member's own (`member/<i>/<metric>`, i its place in the pack), the members that ended with it (`ended`: finished,
+    stopped, or failed: diverged since the last report), so that W&B and MLflow log each member as a run of its own
+    (ablations.loggers), and each member's latest value of the metric (MEMBER_VALUES, for the searchers). Each
     member's folder also gets its own TensorBoard file, as a solo trial's has. A tuning pack's members are Optuna's
-    samples: each report also carries each member's value of the metric (MEMBER_VALUES, for the searcher), and
-    `context.rungs` may stop a member at an ASHA rung; it then leaves."""
+    samples, and `context.rungs` may stop a member at an ASHA rung; it then leaves."""
     name, plans = config[PACK], pack_plans(config, context)
     state = Path(tune.get_context().get_trial_dir()) / TRIAL_STATE
     results_root, given = _result_dir(), _given()
@@ -175,7 +176,7 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
     for index, plan in enumerate(plans):
         folder = member_folder(plan.trial_key)
         earlier = _ended(results_root / folder, context.metric)
-        if earlier is not None:  # a retried pack: a member stopped or failed before stays so
+        if earlier is not None:  # a retried pack: a member stopped or diverged before stays so
             latest[index] = earlier
             continue
         member_config = build_config(context.budget, {**plan.overrides, "train.threads": context.threads},
@@ -187,8 +188,8 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
                  "pack": {"name": name, "members": [p.trial_key for p in plans]}}
         members.append((index, PackMember(member_config, checkpoint_dir, results_root / folder, extra)))
     if not members:  # a retried pack whose members all ended before; Tune refuses a result without its metric
-        tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "epoch": 0, MEMBER_VALUES: latest,
-                     "members": 0})
+        tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "epoch": 0, "members": 0,
+                     MEMBER_VALUES: _known(latest)})
         return
     _no_cuda_warning(given, members[0][1].config.train.device)
     indices = [index for index, _ in members]
@@ -211,10 +212,10 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
         ended = {str(index): "finished" if final else "stopped" for index in records if final or index in stop}
         # a member that diverged since the last report (fit_pack dropped it; its record says so) ends now
         for index in set(indices) - set(records) - failed:
-            if (_record(results_root / member_folder(plans[index].trial_key)) or {}).get("status") == "failed":
+            if _diverged(_record(results_root / member_folder(plans[index].trial_key)) or {}):
                 failed.add(index)
                 latest[index], ended[str(index)] = float("nan"), "failed"
-        tune.report({**last, "member": own, "ended": ended, MEMBER_VALUES: list(latest)},
+        tune.report({**last, "member": own, "ended": ended, MEMBER_VALUES: _known(latest)},
                     checkpoint=tune.Checkpoint.from_directory(str(state)))
         return [indices.index(index) for index in stop]
 
@@ -236,7 +237,7 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
             latest[index] = unheard[index].get(context.metric, float("nan"))
     if all(r["status"] == "failed" for r in results):  # every member diverged: end as a diverged solo trial does
         tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "diverged": True,
-                     MEMBER_VALUES: latest})
+                     MEMBER_VALUES: _known(latest)})
     elif unheard or any(r["status"] == "failed" and index not in failed for index, r in zip(indices, results)):
         # the searchers (ablations.pack_search) hear how every member ended, one that diverged after the last
         # report included; trackers (ablations.loggers) hear the unheard members' values and end
@@ -245,7 +246,13 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
                      "ended": {**{str(index): "finished" for index in unheard},
                                **{str(index): "failed" for index, r in zip(indices, results)
                                   if r["status"] == "failed" and index not in failed}},
-                     MEMBER_VALUES: latest})
+                     MEMBER_VALUES: _known(latest)})
+
+
+def _known(latest: list[float]) -> dict[str, float]:
+    """The members' latest values of the metric by place, without those that have none (not yet reported, or
+    failed: NaN), which the searchers count as failed and TensorBoard would warn of at every report."""
+    return {str(place): value for place, value in enumerate(latest) if math.isfinite(value)}
 
 
 def _means(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
@@ -264,14 +271,19 @@ def _write_scalars(writer: SummaryWriter, record: Mapping[str, Any], epoch: int)
 
 
 def _ended(folder: Path, metric: str) -> float | None:
-    """A pack member's last value of its metric when its record says it stopped or failed before (NaN if failed),
-    else None: it trains."""
+    """A pack member's last value of its metric when its record says it stopped or diverged before (NaN), else None:
+    it trains. A member that failed with its pack (an error Tune retries the pack for) trains again."""
     record = _record(folder) or {}
-    if record.get("status") == "failed":
+    if _diverged(record):
         return float("nan")
     if record.get("status") == "stopped":
         return float((record.get("final") or {}).get(metric, float("nan")))
     return None
+
+
+def _diverged(record: Mapping[str, Any]) -> bool:
+    """Whether a trial record says its run diverged (mmn.train.TrainingDiverged): for good, as a retry would again."""
+    return record.get("status") == "failed" and str(record.get("error")).startswith(f"{TrainingDiverged.__name__}:")
 
 
 def _record(folder: Path) -> dict[str, Any] | None:

@@ -89,13 +89,14 @@ def tracked(ray_session, tmp_path_factory):
         finally:
             LOG.removeHandler(handler)
             logging.getLogger(SNAPSHOT_LOGGER).removeHandler(snapshots)
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()) as packed_printed:
             packed = run_experiment(load_spec(packs), RunOptions(
                 storage=str(tmp / "runs"), epochs=3, overrides={**SMALL, **DIVERGE_IN_EPOCH_2}, max_failures=0,
                 log=("wandb", "mlflow"), pack=4))
         after = dict(os.environ)
     return {"tmp": tmp, "outcome": outcome, "packed": packed, "log": handler, "snapshots": snapshots,
-            "before": before, "after": after, "printed": printed.getvalue()}
+            "before": before, "after": after, "printed": printed.getvalue(),
+            "packed_printed": packed_printed.getvalue()}
 
 
 def _finished_folder(tracked) -> Path:
@@ -207,6 +208,8 @@ def test_mlflow_logs_each_member_of_a_trial_pack_as_a_run_that_ends_as_the_membe
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")] == [1]
         assert record["error"].startswith("TrainingDiverged: validation logits became NaN or inf after epoch 2")
         assert run.info.end_time < min(runs[Path(r["_dir"]).name].info.end_time for r in tracked["packed"].finished)
+    # Tune's TensorBoard logger hears no NaN of a diverged member's (it would warn at every report)
+    assert "NaN or Inf" not in tracked["packed_printed"]
     # the packed grid's study: each member a trial, the diverged ones failed
     (study,) = load_studies(tracked["tmp"] / "runs" / "packs")
     assert sorted((t.params["train.lr"], t.params["train.seed"], t.state.name) for t in study.trials) == [
@@ -222,7 +225,8 @@ def test_mlflow_logs_each_member_of_a_trial_pack_as_a_run_that_ends_as_the_membe
 
 def test_a_retried_pack_keeps_its_members_mlflow_runs_and_opens_none_twice(tmp_path, monkeypatch):
     """Tune's events for a pack trial, by hand, into the MLflow callback: a member stopped at epoch 1 (its run ends
-    then), the trial retried after an error (Tune starts it again), a member that finishes, one that diverged in
+    then); an error, for which Tune ends the trial's runs failed and then retries it: the members still training go
+    on in their runs, as a retried solo trial does in its one; then a member that finishes, one that diverged in
     epoch 2 (the report says so: its run ends failed then), and one absent from the reports (its run ends failed with
     the trial)."""
     from mlflow.tracking import MlflowClient
@@ -250,15 +254,20 @@ def test_a_retried_pack_keeps_its_members_mlflow_runs_and_opens_none_twice(tmp_p
 
     callback.on_trial_start(0, [trial], trial)
     callback.on_trial_result(1, [trial], trial, epoch_1)
-    callback.on_trial_start(2, [trial], trial)  # retried: the runs of its members stay, none is opened again
-    callback.on_trial_result(3, [trial], trial, epoch_2)
-    assert statuses() == {"lr=0.001,seed=1": "FINISHED", "lr=0.001,seed=2": "FINISHED", "lr=0.001,seed=3": "FAILED",
-                          "lr=0.001,seed=4": "RUNNING"}
-    callback.on_trial_complete(4, [trial], trial)
+    callback.on_trial_error(2, [trial], trial)  # as Tune tells of an error it then retries
+    assert set(statuses().values()) == {"FAILED", "FINISHED"}  # the stopped member's FINISHED, the others' FAILED
+    callback.on_trial_start(3, [trial], trial)  # retried: the members still training go on in their own runs
+    # MLflow keeps a run's end status until it ends again; the runs are the same (none opened twice, below)
+    assert statuses()["lr=0.001,seed=2"] == "FINISHED"
+    callback.on_trial_result(4, [trial], trial, epoch_2)
+    after_epoch_2 = statuses()
+    assert {name: after_epoch_2[name] for name in ("lr=0.001,seed=1", "lr=0.001,seed=3")} == {
+        "lr=0.001,seed=1": "FINISHED", "lr=0.001,seed=3": "FAILED"}
+    callback.on_trial_complete(5, [trial], trial)
 
     runs = {run.info.run_name: run for run in client.search_runs(
         [client.get_experiment_by_name("retried").experiment_id])}
-    assert statuses()["lr=0.001,seed=4"] == "FAILED"
+    assert len(runs) == 4 and statuses()["lr=0.001,seed=4"] == "FAILED"  # no run opened twice
     logged = {name: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_top1")]
               for name, run in runs.items()}
     assert logged == {"lr=0.001,seed=1": [(1, 10.0), (2, 15.0)], "lr=0.001,seed=2": [(1, 20.0)],

@@ -43,8 +43,10 @@ def test_every_sample_is_handed_out_once_in_packs_of_one_shape() -> None:
     assert all(trial.state == optuna.trial.TrialState.RUNNING for trial in study.trials)
 
     first = [sample["number"] for sample in packs[0][SAMPLES]]
-    values = [61.5, math.nan, 40.0][:len(first)]
-    search.on_trial_complete("trial0", {MEMBER_VALUES: values})
+    values = [61.5, math.nan, 40.0][:len(first)]  # NaN: the report leaves the member out (it diverged)
+    # the pack's last report, flattened as Tune hands it to a searcher
+    search.on_trial_complete("trial0", {f"{MEMBER_VALUES}/{place}": value for place, value in enumerate(values)
+                                        if not math.isnan(value)})
     for number, value in zip(first, values):
         trial = study.trials[number]
         if math.isnan(value):
@@ -68,7 +70,7 @@ def test_planned_packs_keep_a_trial_per_member_in_the_study(tmp_path) -> None:
     assert [(t.state, t.params) for t in study.trials] == [
         (optuna.trial.TrialState.RUNNING, {"model.mtm": mtm, "train.seed": seed})
         for mtm in (True, False) for seed in (1, 2)]
-    search.on_trial_complete("a", {MEMBER_VALUES: [55.0, math.nan]})
+    search.on_trial_complete("a", {f"{MEMBER_VALUES}/0": 55.0})  # (flattened, as Tune hands it) the second diverged
     search.on_trial_complete("b", None, error=True)
     assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", 55.0), ("FAIL", None), ("FAIL", None),
                                                               ("FAIL", None)]
@@ -102,12 +104,15 @@ def test_rungs_lie_below_the_last_epoch(epochs: int, expected: list[int]) -> Non
     assert list(MemberRungs(epochs, 1, 2, "max").recorded) == expected
 
 
-def test_a_retried_pack_leaves_members_that_stopped_or_failed_as_they_ended(tmp_path) -> None:
+def test_a_retried_pack_leaves_members_that_stopped_or_diverged_as_they_ended(tmp_path) -> None:
     assert _ended(tmp_path, "val_top1") is None  # no record yet: it trains
-    for status, expected in (("running", None), ("finished", None), ("stopped", 41.5), ("failed", "nan")):
-        (tmp_path / RESULT).write_text(json.dumps({"status": status, "final": {"val_top1": 41.5}}))
+    diverged = "TrainingDiverged: loss became nan at epoch 2, step 3: lower train.lr (now 1e+30) or ..."
+    for status, error, expected in (("running", None, None), ("finished", None, None), ("stopped", None, 41.5),
+                                    ("failed", diverged, "nan"),
+                                    ("failed", "OSError: [Errno 5] Input/output error", None)):  # failed with its pack
+        (tmp_path / RESULT).write_text(json.dumps({"status": status, "error": error, "final": {"val_top1": 41.5}}))
         value = _ended(tmp_path, "val_top1")
-        assert (math.isnan(value) if expected == "nan" else value == expected), status
+        assert (math.isnan(value) if expected == "nan" else value == expected), (status, error)
 
 
 def test_an_interrupted_tuning_run_says_its_unfinished_samples_are_replaced_not_resumed(tmp_path) -> None:

@@ -184,3 +184,42 @@ def test_tuning_samples_train_in_packs_and_asha_stops_single_members(ray_session
         assert {key: float(run.data.params[key]) for key in record["search"]["sampled"]} == \
             pytest.approx(record["search"]["sampled"])
 
+
+# A user module (--import) that makes the first epoch 2 recorded under `marker`'s folder raise an I/O error once, as a
+# flaky disk would: Tune retries the trial (max_failures).
+_FLAKY_DISK = """\
+import errno
+from pathlib import Path
+
+import mmn.train
+
+MARKER = Path({marker!r})
+record_epoch = mmn.train._Trial.end_epoch
+
+
+def end_epoch(self, epoch, *args, **kwargs):
+    if epoch == 2 and MARKER.parent in Path(self.out_dir).parents and not MARKER.exists():
+        MARKER.touch()
+        raise OSError(errno.EIO, "injected I/O error")
+    return record_epoch(self, epoch, *args, **kwargs)
+
+
+mmn.train._Trial.end_epoch = end_epoch
+"""
+
+
+@pytest.mark.slow
+def test_a_pack_retried_after_an_error_trains_its_members_on(ray_session, tmp_path: Path) -> None:
+    """An error fails the members still training, as it fails a solo trial; Tune retries the pack, and they resume
+    from its last checkpoint instead of counting as ended (only a diverged member stays failed)."""
+    flaky = tmp_path / "flaky_disk.py"
+    flaky.write_text(_FLAKY_DISK.format(marker=str(tmp_path / "runs" / "io-error-raised")))
+    spec = tmp_path / "one.yaml"
+    spec.write_text("name: one\nfactors:\n  model.mtm: [true]\nseeds: 2\n")
+    outcome = run_experiment(load_spec(spec), RunOptions(storage=str(tmp_path / "runs"), epochs=3, pack=2,
+                                                         overrides=dict(TINY_SET), max_failures=1,
+                                                         imports=(str(flaky),)))
+    assert (tmp_path / "runs" / "io-error-raised").exists()  # the error happened
+    assert (len(outcome.finished), len(outcome.failed)) == (2, 0)
+    for record in outcome.finished:
+        assert record["resumed_after_epochs"] == [1] and len(read_history(record["_dir"])) == 3
