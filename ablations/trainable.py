@@ -118,8 +118,10 @@ def _copy_checkpoint(checkpoint_dir: Path, config_hash: str, context: TrialConte
 
 
 def _result_dir() -> Path:
-    """Where the trial's record goes: straight into the experiment folder when it is a local or NFS path (so nothing
-    is lost if the driver dies), else the trial's staging folder, which Ray uploads."""
+    """Where the trial's record and its checkpoint (TRIAL_STATE) go: straight into the experiment folder when it is a
+    local or NFS path (so nothing is lost if the driver dies, and Ray's periodic copy of the staging folders never
+    lists a checkpoint's temporary file that is renamed before it is read), else the trial's staging folder, which
+    Ray uploads."""
     context = tune.get_context()
     storage = context.get_storage()
     if storage is not None and isinstance(storage.storage_filesystem, pafs.LocalFileSystem):
@@ -170,8 +172,8 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
     member's folder also gets its own TensorBoard file, as a solo trial's has. A tuning pack's members are Optuna's
     samples, and `context.rungs` may stop a member at an ASHA rung; it then leaves."""
     name, plans = config[PACK], pack_plans(config, context)
-    state = Path(tune.get_context().get_trial_dir()) / TRIAL_STATE
     results_root, given = _result_dir(), _given()
+    state = results_root / TRIAL_STATE
     members, latest = [], [float("nan")] * len(plans)
     for index, plan in enumerate(plans):
         folder = member_folder(plan.trial_key)
@@ -317,8 +319,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         plan = tuning_plan(context, config[VARIANT], {k: v for k, v in config.items() if "." in k})
     run_config = build_config(context.budget, {**plan.overrides, "train.threads": context.threads},
                               f"trial {plan.variant_key}")
-    trial_context = tune.get_context()
-    checkpoint_dir = Path(trial_context.get_trial_dir()) / TRIAL_STATE
+    checkpoint_dir = _result_dir() / TRIAL_STATE
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     _restore(checkpoint_dir, run_config.hash(), context)
 
