@@ -68,7 +68,7 @@ class PerMember:
     """Mixed into one of Ray's tracker callbacks (a LoggerCallback): a solo trial is logged as Ray logs it; a trial
     pack is no run, each of its members is the run its solo trial would be, opened when the pack starts (as Ray opens
     a solo trial's), with the member's own metrics each epoch. Its run ends when the pack's report says the member
-    ended ("ended", from ablations.trainable._run_pack): finished, stopped by ASHA's rungs, or failed (it diverged,
+    ended (ENDED, from ablations.trainable._run_pack): finished, stopped by ASHA's rungs, or failed (it diverged,
     fit_pack dropped it and its record says so); a member still open when the pack's trial ends failed with it. A
     pack that Tune retries after an error (max_failures) trains its members on from their checkpoints, and their
     runs go on too, as a retried solo trial's does; a member that ended before trains no more and gets no second
@@ -113,6 +113,8 @@ class PerMember:
             super().log_trial_save(trial)
 
     def log_trial_result(self, iteration: int, trial: Any, result: dict[str, Any]) -> None:
+        from .trainable import ENDED
+
         if not _is_pack(trial):
             return super().log_trial_result(iteration, trial, result)
         if trial.trial_id not in self.open:
@@ -123,7 +125,7 @@ class PerMember:
             if members[place] in opened:
                 self.log_member(trial, members[place], {**shared, "epoch": result["epoch"], **metrics,
                                                         "config": members[place].config})
-        for place, how in (result.get("ended") or {}).items():  # finished or stopped end as a solo run does
+        for place, how in (result.get(ENDED) or {}).items():  # finished or stopped end as a solo run does
             if members[place] in opened:
                 self._end(trial, members[place], failed=how == "failed")
 

@@ -31,7 +31,7 @@ from ray.tune.search import Searcher
 from search_spaces import SearchSpace
 
 from .packing import PlannedPack, plan_packs
-from .trainable import MEMBER_VALUES, PACK, SAMPLES, VARIANT, TrialContext, trial_params, tuning_plan
+from .trainable import ENDED, MEMBER_VALUES, PACK, SAMPLES, VARIANT, TrialContext, trial_params, tuning_plan
 
 
 def liar_sampler(seed: int) -> optuna.samplers.TPESampler:
@@ -50,17 +50,37 @@ def fail_abandoned(study: optuna.Study) -> int:
     return len(abandoned)
 
 
-class PackSearch(Searcher):
+class _MembersAsTrials(Searcher):
+    """What both pack searchers share: each member of a pack that Tune runs is a trial of `study`, told its value as
+    soon as a report of its pack says it ended (finished, stopped at an ASHA rung, or diverged: failed), so that an
+    interrupted run leaves no ended member running in the study, and the others when the pack ends."""
+
+    def __init__(self, study: optuna.Study, metric: str, mode: str) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.study = study
+        self.running: dict[str, dict[int, optuna.Trial]] = {}  # Tune's trial id → its members not yet told, by place
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        members = self.running.get(trial_id, {})
+        for place in [place for place in members if f"{ENDED}/{place}" in result]:  # Tune flattens what it hands on
+            _tell(self.study, members.pop(place), result, place)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        """Each member's value to Optuna: its last one, or failed (diverged, or the whole pack failed)."""
+        for place, trial in self.running.pop(trial_id, {}).items():
+            _tell(self.study, trial, result, place)
+
+
+class PackSearch(_MembersAsTrials):
     """Hands Tune one tuning pack per trial: `samples` samples of `space` for `variant_key`, asked from `study` up to
     `size` at a time; each sample is a trial of the experiment `context` describes (trainable.tuning_plan)."""
 
     def __init__(self, study: optuna.Study, space: SearchSpace, variant_key: str, samples: int, size: int,
                  context: TrialContext, metric: str, mode: str) -> None:
-        super().__init__(metric=metric, mode=mode)
-        self.study, self.space, self.variant_key, self.size, self.context = study, space, variant_key, size, context
+        super().__init__(study, metric, mode)
+        self.space, self.variant_key, self.size, self.context = space, variant_key, size, context
         self.left = samples  # not yet asked of Optuna
         self.ready: list[list[optuna.Trial]] = []  # asked, in packs, not yet handed to Tune
-        self.running: dict[str, list[optuna.Trial]] = {}  # Tune's trial id → its pack's samples
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if not self.ready:
@@ -68,7 +88,7 @@ class PackSearch(Searcher):
                 return Searcher.FINISHED
             self._ask(min(self.size, self.left))
         members = self.ready.pop(0)
-        self.running[trial_id] = members
+        self.running[trial_id] = dict(enumerate(members))
         numbers = [trial.number for trial in members]
         return {PACK: f"pack-{self.variant_key},samples={'+'.join(map(str, numbers))}", VARIANT: self.variant_key,
                 SAMPLES: [{"number": trial.number, "params": dict(trial.params)} for trial in members]}
@@ -90,24 +110,19 @@ class PackSearch(Searcher):
         """Nothing to write: a rerun resumes the tuning from the Optuna journal, which holds every sample and its
         value, never from Tune's experiment state (Tune asks anyway, and warns of a searcher that cannot)."""
 
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        """Each member's value to Optuna: its last one, or failed (diverged, or the whole pack failed)."""
-        _tell_members(self.study, self.running.pop(trial_id, []), result)
 
-
-class PlannedPackSearch(Searcher):
+class PlannedPackSearch(_MembersAsTrials):
     """Hands Tune the planned `packs`, one per trial; each member is a trial of `study` (a study of planned trials,
     runner._PlannedOnly) with its factors and seed as parameters, running while its pack trains, then told the
     member's own value, as Ray's OptunaSearch tells a solo trial's."""
 
     def __init__(self, study: optuna.Study, packs: list[PlannedPack], metric: str, mode: str) -> None:
-        super().__init__(metric=metric, mode=mode)
-        self.study, self.waiting = study, list(packs)
+        super().__init__(study, metric, mode)
+        self.waiting = list(packs)
         params = [trial_params(plan) for pack in packs for plan in pack.members]
         # the values the planned trials take, as Ray's OptunaSearch makes a Tune choice of them
         self.distributions = {name: optuna.distributions.CategoricalDistribution(
             list(dict.fromkeys(p[name] for p in params))) for name in params[0]} if params else {}
-        self.running: dict[str, list[optuna.Trial]] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if not self.waiting:
@@ -117,25 +132,21 @@ class PlannedPackSearch(Searcher):
         for plan in pack.members:
             self.study.enqueue_trial(trial_params(plan))  # the member's own values, not the sampler's
             members.append(self.study.ask(self.distributions))
-        self.running[trial_id] = members
+        self.running[trial_id] = dict(enumerate(members))
         return {PACK: pack.name}
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to write: a rerun plans what is left from the trial records, in a study of its own."""
 
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        _tell_members(self.study, self.running.pop(trial_id, []), result)
 
-
-def _tell_members(study: optuna.Study, members: list[optuna.Trial], result: dict[str, Any] | None) -> None:
-    """Each member's value from a pack's last report (MEMBER_VALUES, by place; Tune hands a searcher its results
+def _tell(study: optuna.Study, trial: optuna.Trial, result: dict[str, Any] | None, place: int) -> None:
+    """The member at `place` its value from a report of its pack (MEMBER_VALUES, as Tune hands a searcher its results,
     flattened: `member_values/<place>`); none (it diverged, or the pack failed): failed."""
-    for place, trial in enumerate(members):
-        value = (result or {}).get(f"{MEMBER_VALUES}/{place}")
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            study.tell(trial, float(value))
-        else:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    value = (result or {}).get(f"{MEMBER_VALUES}/{place}")
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        study.tell(trial, float(value))
+    else:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
 class MemberRungs:

@@ -676,6 +676,10 @@ def _tune_variants(spec: Spec, options: RunOptions, experiment: Location,
         if remaining > 0:
             _say(f"tuning {key}: {remaining} of {samples} samples of {space.name}"
                  f"{f', up to {size} at a time in trial packs' if size > 1 else ''}")
+            abandoned = fail_abandoned(study)  # packed or not, whichever way the earlier run tuned
+            if abandoned:
+                _say(f"{abandoned} sample{'s' * (abandoned > 1)} of {key} that an earlier run left unfinished "
+                     f"{'count' if abandoned > 1 else 'counts'} as failed")
             seed = zlib.crc32(study_name.encode()) % 2**31
             label = f"tune-{_slug(key)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
             if size > 1:
@@ -705,10 +709,6 @@ def _tune_in_packs(study_name: str, storage: optuna.storages.BaseStorage, space:
     """One variant's tuning samples in packs of up to `size`, asked from a constant-liar TPE; with a scheduler, ASHA
     stops members (ablations.pack_search.MemberRungs, a Ray actor for this variant's packs)."""
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=liar_sampler(seed))
-    abandoned = fail_abandoned(study)
-    if abandoned:
-        _say(f"{abandoned} sample{'s' * (abandoned > 1)} of {key} that an earlier run left unfinished "
-             f"{'count' if abandoned > 1 else 'counts'} as failed")
     search = PackSearch(study, space, key, samples, size, context, spec.metric, spec.mode)
     rungs = None
     if spec.search is not None and spec.search.scheduler:

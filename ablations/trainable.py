@@ -37,6 +37,7 @@ SEED = "train.seed"  # the seed's name among a planned trial's parameters, besid
 PACK = "pack"  # a pack trial's parameter: the pack's name
 VARIANT = "variant_key"  # a tuning trial's variant
 SAMPLES = "samples"  # a tuning pack's members: [{"number": Optuna's trial number, "params": sampled values}, ...]
+ENDED = "ended"  # a pack's report: {place: finished | stopped | failed} of the members that ended with it
 MEMBER_VALUES = "member_values"  # a pack's report: {place: latest value of the metric} of the members that have one
 
 
@@ -217,7 +218,7 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
             if _diverged(_record(results_root / member_folder(plans[index].trial_key)) or {}):
                 failed.add(index)
                 latest[index], ended[str(index)] = float("nan"), "failed"
-        tune.report({**last, "member": own, "ended": ended, MEMBER_VALUES: _known(latest)},
+        tune.report({**last, "member": own, ENDED: ended, MEMBER_VALUES: _known(latest)},
                     checkpoint=tune.Checkpoint.from_directory(str(state)))
         return [indices.index(index) for index in stop]
 
@@ -245,7 +246,7 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
         # report included; trackers (ablations.loggers) hear the unheard members' values and end
         tune.report({**(last or {**_means(unheard.values()), "epoch": epochs, "members": 0}),
                      "member": {str(index): final for index, final in unheard.items()},
-                     "ended": {**{str(index): "finished" for index in unheard},
+                     ENDED: {**{str(index): "finished" for index in unheard},
                                **{str(index): "failed" for index, r in zip(indices, results)
                                   if r["status"] == "failed" and index not in failed}},
                      MEMBER_VALUES: _known(latest)})

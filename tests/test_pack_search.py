@@ -57,6 +57,22 @@ def test_every_sample_is_handed_out_once_in_packs_of_one_shape() -> None:
     assert {study.trials[s["number"]].state for s in packs[1][SAMPLES]} == {optuna.trial.TrialState.FAIL}
 
 
+def test_a_member_is_told_its_value_as_soon_as_a_report_says_it_ended() -> None:
+    """A sample that ASHA's rungs stop (or that diverges) is told at once, while its pack trains on: an interrupted
+    run then leaves it complete in the study, not running (a rerun would count it failed and sample it again)."""
+    study = optuna.create_study(direction="maximize", sampler=liar_sampler(3))
+    search = PackSearch(study, load_search_space("regularisation"), KEY, 3, 3, CONTEXT, "val_top1", "max")
+    pack = search.suggest("pack")  # the regularisation space samples no shape: one pack of three
+    assert [sample["number"] for sample in pack[SAMPLES]] == [0, 1, 2]
+    # epoch 2's report, as Tune hands it to a searcher (flattened): member 1 stopped, member 2 diverged
+    search.on_trial_result("pack", {"ended/1": "stopped", "ended/2": "failed", f"{MEMBER_VALUES}/0": 50.0,
+                                    f"{MEMBER_VALUES}/1": 31.0})
+    assert [(t.state.name, t.value) for t in study.trials] == [("RUNNING", None), ("COMPLETE", 31.0), ("FAIL", None)]
+    search.on_trial_complete("pack", {"ended/0": "finished", f"{MEMBER_VALUES}/0": 55.0, f"{MEMBER_VALUES}/1": 31.0})
+    assert [(t.state.name, t.value) for t in study.trials] == [("COMPLETE", 55.0), ("COMPLETE", 31.0),
+                                                              ("FAIL", None)]  # each told once
+
+
 def test_planned_packs_keep_a_trial_per_member_in_the_study(tmp_path) -> None:
     """Each member is an Optuna trial with its factors and seed while its pack trains, then told its own value; a
     member that diverged (NaN) or a pack that failed as a whole: failed."""
