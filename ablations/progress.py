@@ -1,5 +1,5 @@
 """One line per trial that ends, for the driver's console: its time and metric, how many are done of all, an ETA,
-and for a failed trial its error and the last lines of its output."""
+for a diverged trial why, and for a failed trial its error and the last lines of its output."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ from typing import Any
 from ray import tune
 
 from .console import LOG
-from .trainable import SAMPLES
+from .trainable import DIVERGED, SAMPLES
 
 OUTPUT_LINES = 10  # of a failed trial's stdout and of its stderr, shown when its Tune invocation ends
 
@@ -45,7 +45,12 @@ class TrialProgress(tune.Callback):
         self.started.setdefault(trial.trial_id, now)  # a retried trial keeps its first start
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        value = (trial.last_result or {}).get(self.metric)
+        result = trial.last_result or {}
+        if result.get(DIVERGED):  # it ended normally (not retried), but its record says failed
+            self.failed += 1
+            LOG.warning(f"trial {trial} diverged after {self._took(trial)}: {result[DIVERGED]}; {self._count(trial)}")
+            return
+        value = result.get(self.metric)
         shown = f": {self.metric} {value:.2f}" if isinstance(value, (int, float)) else ""
         LOG.info(f"trial {trial} finished in {self._took(trial)}{shown}; {self._count(trial)}")
 

@@ -698,9 +698,23 @@ def _tune_variants(spec: Spec, options: RunOptions, experiment: Location,
                 _tune(context, search, remaining, spec, options, experiment, label, scheduler,
                       _slots(context.resources))
             study = optuna.load_study(study_name=study_name, storage=storage)
-        best[key] = dict(study.best_trial.params)
+        best[key] = best_sample(study, key, space.name)
         _say(f"best for {key}: {best[key]} ({spec.metric} {study.best_value:.2f})")
     return best
+
+
+class TuningFailed(ValueError):
+    """No tuning sample of a variant finished: there is no best configuration to run on every seed."""
+
+
+def best_sample(study: optuna.Study, key: str, space: str) -> dict[str, Any]:
+    """The sampled values of variant `key`'s best tuning sample; TuningFailed, saying what to do, if none finished."""
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        failed = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
+        raise TuningFailed(f"tuning {key}: none of its samples finished ({failed} failed: they diverged or errored, "
+                           f"and their records say why); narrow search space {space!r} (a lower train.lr range, "
+                           f"say) or check the data, then rerun: finished trials are kept")
+    return dict(study.best_trial.params)
 
 
 def _tune_in_packs(study_name: str, storage: optuna.storages.BaseStorage, space: Any, key: str, samples: int,

@@ -37,6 +37,7 @@ SEED = "train.seed"  # the seed's name among a planned trial's parameters, besid
 PACK = "pack"  # a pack trial's parameter: the pack's name
 VARIANT = "variant_key"  # a tuning trial's variant
 SAMPLES = "samples"  # a tuning pack's members: [{"number": Optuna's trial number, "params": sampled values}, ...]
+DIVERGED = "diverged"  # the report of a trial (or pack) that diverged: why, as its record says (the console shows it)
 ENDED = "ended"  # a pack's report: {place: finished | stopped | failed} of the members that ended with it
 MEMBER_VALUES = "member_values"  # a pack's report: {place: latest value of the metric} of the members that have one
 
@@ -239,7 +240,7 @@ def _run_pack(config: Mapping[str, Any], context: TrialContext) -> None:
         elif index in unheard:
             latest[index] = unheard[index].get(context.metric, float("nan"))
     if all(r["status"] == "failed" for r in results):  # every member diverged: end as a diverged solo trial does
-        tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "diverged": True,
+        tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, DIVERGED: results[0]["error"],
                      MEMBER_VALUES: _known(latest)})
     elif unheard or any(r["status"] == "failed" and index not in failed for index, r in zip(indices, results)):
         # the searchers (ablations.pack_search) hear how every member ended, one that diverged after the last
@@ -346,10 +347,11 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
             tune.report(last[0][0], checkpoint=tune.Checkpoint.from_directory(str(last[0][1])))
         elif not reported:  # resumed after its last epoch (its driver died before Tune heard): report how it ended
             tune.report({"epoch": result["epochs_completed"], **result["final"]})
-    except TrainingDiverged:
+    except TrainingDiverged as error:
         # The trial's record already says failed and why. Retrying would diverge again at the same step, so end the
         # trial normally (Ray does not retry it) with NaN metrics (Optuna records a failed trial, ASHA ignores it).
-        tune.report({**{metric: float("nan") for metric in RECORDED_METRICS}, "diverged": True})
+        tune.report({**{metric: float("nan") for metric in RECORDED_METRICS},
+                     DIVERGED: f"{type(error).__name__}: {error}"})
 
 
 class EarlyStopped(tune.Callback):

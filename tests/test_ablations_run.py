@@ -213,3 +213,19 @@ def test_paper_run_without_gpus_says_it_trains_on_cpu_and_records_what_it_was_gi
     versions = provenance["versions"]
     assert (versions["ray"], versions["optuna"]) == (ray.__version__, optuna.__version__)
     assert {"python", "torch", "cuda", "cudnn", "numpy"} <= set(versions)
+
+
+def test_a_variant_whose_tuning_samples_all_failed_stops_the_run_saying_what_to_do() -> None:
+    from ablations.runner import TuningFailed, best_sample
+
+    study = optuna.create_study(direction="maximize")
+    for _ in range(3):  # diverged: told failed (ablations.pack_search, Ray's OptunaSearch on a NaN metric)
+        study.tell(study.ask({"train.lr": optuna.distributions.FloatDistribution(1e3, 1e5)}),
+                   state=optuna.trial.TrialState.FAIL)
+    with pytest.raises(TuningFailed, match=r"^tuning mtm=true: none of its samples finished \(3 failed: they diverged "
+                                           r"or errored, and their records say why\); narrow search space 'hot' "
+                                           r"\(a lower train.lr range, say\) or check the data, then rerun"):
+        best_sample(study, "mtm=true", "hot")
+    trial = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e3, 1e5)})
+    study.tell(trial, 12.5)
+    assert best_sample(study, "mtm=true", "hot") == trial.params

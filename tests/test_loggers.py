@@ -24,7 +24,7 @@ from ablations.loggers import tracker_callbacks
 from ablations.runner import RunOptions, plan_experiment, run_experiment
 from ablations.spec import load_spec
 from analysis.collect import load_studies
-from ablations.trainable import TrialContext
+from ablations.trainable import DIVERGED, TrialContext
 from mmn.folders import RESULT
 from mmn.train import _Progress
 from tests.helpers.events import scalars
@@ -319,6 +319,28 @@ def test_a_failed_trials_last_output_lines_reach_the_driver(ray_session, tmp_pat
     assert lines[1].startswith("  last lines of ") and lines[1].endswith("stdout:")
     assert lines[2:12] == [f"  | line {n}" for n in range(5, 15)]  # the last ten
     assert lines[12].endswith("stderr:") and lines[13] == "  | about to fail"
+
+
+def test_a_diverged_trial_is_a_warning_that_says_why(caplog):
+    """A diverged trial (or a pack whose members all diverged) ends normally for Tune, with NaN metrics; the console
+    says it diverged and why, not that it finished."""
+    class Ended:
+        trial_id, config = "t1", {}
+        last_result = {"val_top1": float("nan"), DIVERGED: "TrainingDiverged: loss became nan at epoch 1, step 6: "
+                                                            "lower train.lr (now 2195) or check the data"}
+
+        def __str__(self) -> str:
+            return "lr=2195,seed=1"
+
+    progress, trial = TrialProgress(2, "val_top1"), Ended()
+    with caplog.at_level(logging.INFO, logger="ablations"):
+        progress.on_trial_start(0, [trial], trial)
+        progress.on_trial_complete(1, [trial], trial)
+    (line,) = [record for record in caplog.records if record.name == "ablations"]
+    assert line.levelno == logging.WARNING
+    assert re.fullmatch(r"trial lr=2195,seed=1 diverged after \d+s: TrainingDiverged: loss became nan at epoch 1, "
+                        r"step 6: lower train.lr \(now 2195\) or check the data; 1/2 done \(1 failed\), about \d+s "
+                        r"left", line.getMessage()), line.getMessage()
 
 
 def test_a_missing_tracker_package_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path):
