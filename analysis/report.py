@@ -439,7 +439,10 @@ def _write_report(runs: list[str], experiments: list[ExperimentInfo], out: Path,
         recorded = [name for name in DEFAULT_METRICS
                     if table.get(metric_column(name, phase, split), pd.Series()).notna().any()]
         metrics = recorded or ["top1"]
-    summary = summarize(table, experiments, metrics, phase, split, test=comparing.test, margin=comparing.margin)
+    # the paired-differences figure compares on each experiment's own metric, which --metrics may leave out
+    own = [name for name in dict.fromkeys(_metric_name(info) for info in experiments) if name not in metrics]
+    summary = summarize(table, experiments, [*metrics, *own], phase, split, test=comparing.test,
+                        margin=comparing.margin)
     messages += _budget_agreement(summary, experiments)
     for message in messages:
         say(message)

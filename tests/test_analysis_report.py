@@ -121,6 +121,17 @@ def test_report_compares_with_the_chosen_test_and_draws_the_paired_differences(t
     assert "expected a positive number" in capsys.readouterr().err
 
 
+def test_an_experiment_that_optimised_the_training_loss_gets_its_paired_differences(tmp_path: Path) -> None:
+    """The figure compares on the experiment's own metric, which the tables' metrics (top1, ... by default) leave
+    out here: it is summarised all the same."""
+    experiment = make_experiment(tmp_path, score=hand_score)
+    meta = json.loads((experiment / EXPERIMENT).read_text())
+    meta.update(metric="train_loss", mode="min")
+    (experiment / EXPERIMENT).write_text(json.dumps(meta))
+    assert main([str(experiment), "--format", "md,png"]) == 0
+    assert (experiment / "report" / "paired_differences.png").stat().st_size > 1024
+
+
 def test_two_budgets_of_one_experiment_get_their_rank_agreement(tmp_path: Path) -> None:
     quick = make_experiment(tmp_path, name="msm_mtm_quick")
     paper = make_experiment(tmp_path, name="msm_mtm_paper", score=lambda variant, seed: default_score(variant, seed)
