@@ -223,10 +223,13 @@ def _summary_markdown(experiments: Sequence[ExperimentInfo], table: pd.DataFrame
     trials = table[table["row"] == "summary"]
     lines = [f"# Report: {', '.join(info.name for info in experiments)}", ""]
     for info in experiments:
-        status = trials.loc[trials["experiment"] == info.name, "status"].value_counts()
-        counts = ", ".join(f"{count} {name}" for name, count in status.items()) or "no trials"
+        runs = trials[trials["experiment"] == info.name]
+        counted = _once_per_configuration(runs)
+        counts = ", ".join(f"{count} {name}" for name, count in counted["status"].value_counts().items())
+        earlier = len(runs) - len(counted)
+        also = f" ({earlier} earlier runs of them, interrupted or run again, not counted)" if earlier else ""
         lines.append(f"- **{info.name}** ({info.location}): {info.description or 'no description'}; "
-                     f"trials: {counts}.")
+                     f"trials: {counts or 'no trials'}{also}.")
     if split == "val":
         measured = (f"Metrics: {', '.join(metrics)}, validation values at the {phase} epoch "
                     f"({'best epoch of each trial' if phase == 'best' else 'last epoch'}).")
@@ -244,6 +247,15 @@ def _summary_markdown(experiments: Sequence[ExperimentInfo], table: pd.DataFrame
     if notes:
         lines += ["", "Not written or drawn:", *[f"- {note}" for note in notes]]
     return "\n".join(lines) + "\n"
+
+
+def _once_per_configuration(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each configuration's run that counts (a trial resumed by a later run leaves its interrupted copy `running`):
+    one that finished if any did, else the newest; a record without a config hash counts on its own."""
+    ordered = runs.assign(done=runs["status"] == "finished").sort_values(["done", "started"], kind="stable",
+                                                                         na_position="first")
+    keyed = ordered[ordered["config_hash"].notna()].drop_duplicates("config_hash", keep="last")
+    return pd.concat([keyed, ordered[ordered["config_hash"].isna()]])
 
 
 def _set_aside_duplicates(collected: pd.DataFrame, keep: pd.Series,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from analysis.report import ReportError, build_report, main
-from mmn.folders import EXPERIMENT
+from mmn.folders import EXPERIMENT, RESULT
 from tests.helpers.experiment_factory import NEITHER, default_score, hand_score, make_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +130,21 @@ def test_an_experiment_that_optimised_the_training_loss_gets_its_paired_differen
     (experiment / EXPERIMENT).write_text(json.dumps(meta))
     assert main([str(experiment), "--format", "md,png"]) == 0
     assert (experiment / "report" / "paired_differences.png").stat().st_size > 1024
+
+
+def test_the_summary_counts_a_resumed_trial_once(tmp_path: Path) -> None:
+    """A trial interrupted in one run and resumed (finished) in the next leaves its first folder's record saying
+    running: the summary counts the configuration as finished, and says the earlier run is not counted."""
+    experiment = make_experiment(tmp_path)
+    finished = next(experiment.rglob(RESULT))
+    interrupted = experiment / "trials" / "msm_mtm_2024-12-31_00-00-00" / finished.parent.name
+    interrupted.mkdir(parents=True)
+    record = json.loads(finished.read_text())
+    record.update(status="running", started="2024-12-31T00:00:00+00:00", ended=None)
+    (interrupted / RESULT).write_text(json.dumps(record))
+    assert main([str(experiment), "--format", "md"]) == 0
+    summary = (experiment / "report" / "summary.md").read_text()
+    assert "trials: 12 finished (1 earlier runs of them, interrupted or run again, not counted)." in summary
 
 
 def test_two_budgets_of_one_experiment_get_their_rank_agreement(tmp_path: Path) -> None:
