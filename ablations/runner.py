@@ -519,6 +519,22 @@ def _run_locked(spec: Spec, options: RunOptions, name: str, experiment: Location
         return _outcome(plans, len(plans) - len(todo.plans), experiment, fingerprints, todo.kept_stale)
 
 
+ABANDONED = ("Abandoned: the run training this tuning sample was interrupted, and a rerun sampled a new one in its "
+             "place (a sample is not resumed)")
+
+
+def abandon_records(experiment: Location, key: str) -> int:
+    """Say in the records of variant `key`'s tuning samples that an interrupted run left running that they failed,
+    replaced (as fail_abandoned tells the study): the report and a later interruption's count would take them for
+    running; how many."""
+    abandoned = [record for record in scan_results(experiment).values() if record.get("status") == "running"
+                 and (record.get("search") or {}).get("phase") == "tune" and record.get("variant_key") == key]
+    for record in abandoned:
+        path = f"{record.pop('_dir')}/{RESULT}"
+        write_json_at(Location(experiment.fs, path, path), {**record, "status": "failed", "error": ABANDONED})
+    return len(abandoned)
+
+
 def _interrupted_message(experiment: Location) -> str:
     """What an interrupted run leaves, counted from the trial records: how many finished (and, tuning, how many
     ASHA stopped), how many a rerun continues from a checkpoint, how many it starts over, and how many tuning samples
@@ -680,6 +696,7 @@ def _tune_variants(spec: Spec, options: RunOptions, experiment: Location,
             if abandoned:
                 _say(f"{abandoned} sample{'s' * (abandoned > 1)} of {key} that an earlier run left unfinished "
                      f"{'count' if abandoned > 1 else 'counts'} as failed")
+            abandon_records(experiment, key)
             seed = zlib.crc32(study_name.encode()) % 2**31
             label = f"tune-{_slug(key)}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
             if size > 1:

@@ -11,7 +11,8 @@ from ray.tune.search import Searcher
 
 from ablations.pack_search import MemberRungs, PackSearch, PlannedPackSearch, fail_abandoned, liar_sampler
 from ablations.packing import plan_packs
-from ablations.runner import RunOptions, _interrupted_message, _PlannedOnly, plan_experiment
+from ablations.runner import (ABANDONED, RunOptions, _interrupted_message, _PlannedOnly, abandon_records,
+                             plan_experiment)
 from ablations.storage import locate
 from ablations.spec import load_spec
 from ablations.trainable import MEMBER_VALUES, PACK, SAMPLES, TrialContext, _ended
@@ -129,6 +130,21 @@ def test_a_retried_pack_leaves_members_that_stopped_or_diverged_as_they_ended(tm
         (tmp_path / RESULT).write_text(json.dumps({"status": status, "error": error, "final": {"val_top1": 41.5}}))
         value = _ended(tmp_path, "val_top1")
         assert (math.isnan(value) if expected == "nan" else value == expected), (status, error)
+
+
+def test_a_rerun_says_in_their_records_that_abandoned_tuning_samples_failed(tmp_path) -> None:
+    trials = {"a": ("running", "tune", "mtm=true"), "b": ("running", "tune", "mtm=false"),
+              "c": ("finished", "tune", "mtm=true"), "d": ("running", None, "mtm=true")}
+    for name, (status, phase, key) in trials.items():
+        (tmp_path / "tuned" / name).mkdir(parents=True)
+        (tmp_path / "tuned" / name / RESULT).write_text(json.dumps({
+            "config_hash": name, "status": status, "search": {"phase": phase} if phase else None, "variant_key": key}))
+    assert abandon_records(locate(str(tmp_path), "tuned"), "mtm=true") == 1
+    records = {name: json.loads((tmp_path / "tuned" / name / RESULT).read_text()) for name in trials}
+    assert (records["a"]["status"], records["a"]["error"]) == ("failed", ABANDONED)
+    assert "_dir" not in records["a"] and records["a"]["variant_key"] == "mtm=true"
+    # another variant's sample (tuned later), a finished one and a planned trial (resumed, not replaced) stay
+    assert [records[name]["status"] for name in "bcd"] == ["running", "finished", "running"]
 
 
 def test_an_interrupted_tuning_run_says_its_unfinished_samples_are_replaced_not_resumed(tmp_path) -> None:
