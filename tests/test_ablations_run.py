@@ -27,6 +27,7 @@ from mmn.config import DataConfig
 from mmn.folders import RESULT
 from mmn.provenance import data_fingerprint, git_state
 from tests.helpers.processes import trial_workers
+from tests.helpers.records import live_paths
 
 pytestmark = pytest.mark.ray  # every test here runs trials on the session's Ray instance
 
@@ -99,9 +100,9 @@ def test_killed_trial_worker_is_retried_from_its_checkpoint(ray_session, tmp_pat
          "--address", address, *sets], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     folder = tmp_path / "runs" / "one"
     deadline = time.time() + 240
-    while time.time() < deadline and not list(folder.rglob("checkpoint_*")):
+    while time.time() < deadline and not live_paths(folder, "checkpoint_*"):
         time.sleep(0.5)
-    assert list(folder.rglob("checkpoint_*")), "no checkpoint appeared"
+    assert live_paths(folder, "checkpoint_*"), "no checkpoint appeared"
     workers = trial_workers()  # this session's only: other Ray instances on the machine are left alone
     assert workers, "no trial process found"
     for pid in workers:

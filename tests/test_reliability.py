@@ -35,6 +35,7 @@ from mmn.config import DataConfig, parse_assignments
 from mmn.folders import RESULT
 from mmn.provenance import code_fingerprint, data_fingerprint, git_state
 from tests.helpers.processes import trial_workers
+from tests.helpers.records import live_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 # The smallest real trials: one scale of one block 16 wide on 8 frames, one clip per class (52 train clips).
@@ -44,10 +45,13 @@ SETS = [arg for key, value in SMALL.items() for arg in ("--set", f"{key}={value}
 
 
 def _records(folder: Path) -> list[tuple[Path, dict]]:
+    """Every trial record below `folder`, also while a run writes there."""
     found = []
-    for path in folder.rglob(RESULT):
+    for path in live_paths(folder, RESULT):
         try:
             record = json.loads(path.read_text())
+        except FileNotFoundError:
+            continue  # gone since it was listed
         except ValueError:
             continue  # a record torn by a killed write
         if isinstance(record, dict) and "config_hash" in record:
