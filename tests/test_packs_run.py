@@ -216,9 +216,10 @@ def test_a_pack_retried_after_an_error_trains_its_members_on(ray_session, tmp_pa
     flaky.write_text(_FLAKY_DISK.format(marker=str(tmp_path / "runs" / "io-error-raised")))
     spec = tmp_path / "one.yaml"
     spec.write_text("name: one\nfactors:\n  model.mtm: [true]\nseeds: 2\n")
+    smallest = {"model.embed_dim": 16, "model.depth": 1, "model.num_scales": 1, "data.synthetic_clips_per_class": 1,
+                "model.num_frames": 8, "train.batch_size": 8}
     outcome = run_experiment(load_spec(spec), RunOptions(storage=str(tmp_path / "runs"), epochs=3, pack=2,
-                                                         overrides=dict(TINY_SET), max_failures=1,
-                                                         imports=(str(flaky),)))
+                                                         overrides=smallest, max_failures=1, imports=(str(flaky),)))
     assert (tmp_path / "runs" / "io-error-raised").exists()  # the error happened
     assert (len(outcome.finished), len(outcome.failed)) == (2, 0)
     for record in outcome.finished:
