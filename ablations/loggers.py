@@ -125,7 +125,7 @@ class PerMember:
             if members[place] in opened:
                 self.log_member(trial, members[place], {**shared, "epoch": result["epoch"], **metrics,
                                                         "config": members[place].config})
-        for place, how in (result.get(ENDED) or {}).items():  # finished or stopped end as a solo run does
+        for place, how in (result.get(ENDED) or {}).items():  # finished, stopped (as a solo run) or failed
             if members[place] in opened:
                 self._end(trial, members[place], failed=how == "failed")
 
