@@ -28,7 +28,7 @@ from mmn.atomic import write_bytes
 from mmn.folders import CHECKPOINT, RECORDED_METRICS, RESULT, TRIAL_STATE
 from mmn.model.registry import import_user_modules
 from mmn.provenance import provenance
-from mmn.train import PackMember, TrainingDiverged, fit, fit_pack
+from mmn.train import PackMember, TrainingDiverged, error_line, fit, fit_pack
 
 from .expand import TrialPlan, build_config
 from .storage import Location, read_json, write_json_at
@@ -351,7 +351,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
         # The trial's record already says failed and why. Retrying would diverge again at the same step, so end the
         # trial normally (Ray does not retry it) with NaN metrics (Optuna records a failed trial, ASHA ignores it).
         tune.report({**{metric: float("nan") for metric in RECORDED_METRICS},
-                     DIVERGED: f"{type(error).__name__}: {error}"})
+                     DIVERGED: error_line(error)})
 
 
 class EarlyStopped(tune.Callback):

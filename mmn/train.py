@@ -252,13 +252,16 @@ class _Trial:
             return {"rng_torch": self.rng_torch, "rng_cuda": self.generator.get_state()}
         return {"rng_torch": self.generator.get_state(), "rng_cuda": None}
 
-    def diverged(self, what: str) -> TrainingDiverged:
-        """The error of a run whose numbers stopped being finite; `what` says which and when."""
+    def diverged(self, epoch: int, step: int | None = None, loss: float | None = None) -> TrainingDiverged:
+        """The error of a run whose loss at `step` of `epoch` stopped being finite, or without a step, whose
+        validation logits after `epoch` did (the epoch's last step left the weights infinite)."""
+        what = (f"validation logits became NaN or inf after epoch {epoch}" if step is None else
+                f"loss became {loss} at epoch {epoch}, step {step}")
         return TrainingDiverged(f"{what}: lower train.lr (now {self.config.train.lr:g}) or check the data for NaN "
                                 f"coordinates")
 
-    def end_epoch(self, epoch: int, record: dict[str, Any], logits: np.ndarray, labels: np.ndarray,
-                  val_set: SkeletonDataset, device: torch.device) -> None:
+    def end_epoch(self, epoch: int, record: dict[str, Any], logits: np.ndarray, val_set: SkeletonDataset,
+                  device: torch.device) -> None:
         """Record the epoch: history, the best epoch's predictions and weights, the record, the checkpoint."""
         self.history.append(record)
         improved = not self.best or record["val_top1"] > self.best["val_top1"]
@@ -271,7 +274,7 @@ class _Trial:
         if out_dir:
             _write_history(out_dir, self.history)
             if improved:  # only then: a resumed run keeps the files of the best epoch it resumes with
-                save_predictions(out_dir / predictions_file("val"), logits, labels, val_set.names)
+                save_predictions(out_dir / predictions_file("val"), logits, val_set.labels, val_set.names)
                 save_weights(out_dir, config.to_dict(), config.hash(), epoch, record, weights)
             write_json(out_dir / RESULT, result)  # last: the best epoch it names has its files in place
         if self.checkpoint_dir:
@@ -302,10 +305,15 @@ class _Trial:
 
     def fail(self, error: BaseException) -> dict[str, Any]:
         self.result.update(status="failed", wall_time_s=round(time.perf_counter() - self.started, 3),
-                           error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+                           error=error_line(error))
         if self.out_dir:
             write_json(self.out_dir / RESULT, self.result)
         return self.result
+
+
+def error_line(error: BaseException) -> str:
+    """How a trial record says why its run failed: the exception's type and the first line of its message."""
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
 
 
 def fit(config: RunConfig, on_epoch: EpochCallback | None = None, checkpoint_dir: str | Path | None = None,
@@ -372,7 +380,7 @@ def _diverged_at_validation(trial: _Trial, logits: np.ndarray, epoch: int) -> Tr
     finite and shows first in the validation logits: the run diverged, as if its loss had."""
     if np.isfinite(logits).all():
         return None
-    return trial.diverged(f"validation logits became NaN or inf after epoch {epoch}")
+    return trial.diverged(epoch)
 
 
 def _predict_pack(pack: Pack, dataset: SkeletonDataset, device: torch.device, batch_size: int,
@@ -415,7 +423,7 @@ def _train(trial: _Trial, show_progress: bool) -> dict[str, Any]:
             loss_value = forward.step(functools.partial(_loss_backward, x, index_t, labels, loss_fn, optimizer,
                                                         autocast))
             if not math.isfinite(loss_value):
-                raise trial.diverged(f"loss became {loss_value} at epoch {epoch}, step {step}")
+                raise trial.diverged(epoch, step, loss_value)
             optimizer.step()
             scheduler.step()
             total_loss += loss_value
@@ -430,7 +438,7 @@ def _train(trial: _Trial, show_progress: bool) -> dict[str, Any]:
                                train_time, data_time, len(val_set), eval_time, epoch_started)
         progress.epoch(record)
         trial.result.update(forward.record())
-        trial.end_epoch(epoch, record, logits, val_set.labels, val_set, device)
+        trial.end_epoch(epoch, record, logits, val_set, device)
     return trial.finish(device)
 
 
@@ -558,7 +566,7 @@ def _train_pack(group: list[tuple[int, _Trial, SkeletonDataset]], val_set: Skele
                 if math.isfinite(losses[i]):
                     totals[i] += losses[i]
                     continue
-                trials[i].fail(trials[i].diverged(f"loss became {losses[i]} at epoch {epoch}, step {step}"))
+                trials[i].fail(trials[i].diverged(epoch, step, losses[i]))
                 leave(i, orders, totals)
             if not trials:
                 return
@@ -578,7 +586,7 @@ def _train_pack(group: list[tuple[int, _Trial, SkeletonDataset]], val_set: Skele
             record = _epoch_record(epoch, total / steps_per_epoch, trial.optimizer.param_groups[0]["lr"],
                                    _metrics(trial, logits, val_set.labels), steps_per_epoch * train.batch_size,
                                    train_time, data_time, len(val_set), eval_time, epoch_started)
-            trial.end_epoch(epoch, record, logits, val_set.labels, val_set, device)
+            trial.end_epoch(epoch, record, logits, val_set, device)
             records[indices[i]] = record
         stop = _to_stop(on_epoch_end(epoch, records) if on_epoch_end else None, records)
         if epoch < train.epochs:  # after the last epoch a stopped member has simply finished
